@@ -1,0 +1,123 @@
+// control_server: the partitions' control sockets, where libhvsock asks the
+// switch to connect and to listen (protocol: src/protocol/control_wire.hpp).
+//
+// Each partition has one AF_UNIX SOCK_SEQPACKET socket file at
+// <runtime>/partitions/<name>.sock; having connected through it is what
+// makes a client a member of that partition, so the file's mode and owner
+// decide who may act as which partition. Each control connection does one
+// job:
+//   connect: route (router.hpp); on success make an AF_UNIX stream
+//            socketpair, send the listener `incoming` with one end, reply to
+//            the connector with the other, close the daemon's copies and the
+//            connector's control connection. The daemon keeps no fd of the
+//            stream and never sees its data.
+//   bind:    validate and record the listener; the connection is then the
+//            listener, answering each `incoming` with `accepted`. Its closing
+//            unbinds. Incoming sent minus accepted received = pending, and a
+//            connect finding pending >= backlog is refused (backlog_full).
+// A client that sends anything malformed (wrong size or header, unexpected
+// type, an attached fd, a truncated message) is logged and closed; nothing
+// else is affected. Sends never block: a listener whose socket buffer is
+// full refuses the connection as backlog_full.
+//
+// Thread safety: none; runs on the event loop's thread.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <hvsock/endpoint.hpp>
+#include <hvsock/unique_fd.hpp>
+
+#include "daemon/event_loop.hpp"
+#include "daemon/partition_tree.hpp"
+#include "daemon/router.hpp"
+#include "daemon/service_counters.hpp"
+#include "daemon/service_registry.hpp"
+#include "protocol/control_wire.hpp"
+
+namespace hvsock::daemon {
+
+class control_server {
+ public:
+  // Ports of connectors' ephemeral service ids: from here up, wrapping.
+  static constexpr std::uint32_t first_ephemeral_port = 0x80000000;
+
+  struct options {
+    std::string runtime_dir;
+    socket_file_options sockets;
+    bool log_connections = false;  // a log line per brokered connection
+  };
+
+  // All references must outlive the server.
+  control_server(event_loop& loop, client_budget& budget, const partition_tree& partitions,
+                 const service_registry& services, router& routes, service_counters& counters,
+                 options opts, log_function log);
+  control_server(const control_server&) = delete;
+  control_server& operator=(const control_server&) = delete;
+  // Closes every client and socket and removes the socket files.
+  ~control_server();
+
+  // Creates and starts serving `p`'s control socket.
+  result<void> open_partition(const partition& p);
+  // Closes the partition's clients (unbinding its listeners) and its socket,
+  // and removes the socket file. Unknown names are ignored.
+  void close_partition(std::string_view name);
+  void close_all();
+
+  std::string socket_path(std::string_view partition_name) const;
+  std::size_t client_count() const { return clients_.size(); }
+
+ private:
+  struct partition_socket {
+    std::string path;
+    unique_fd fd;
+    event_loop::watch_id watch = 0;
+    std::uint32_t next_port = first_ephemeral_port;
+    std::unordered_set<std::uint64_t> clients;
+  };
+
+  struct client {
+    std::uint64_t id = 0;  // also its listener_handle once it listens
+    std::string partition;
+    unique_fd fd;
+    event_loop::watch_id watch = 0;
+    bool listening = false;
+    endpoint bound{};
+    std::uint32_t backlog = 0;
+    std::uint32_t pending = 0;  // incoming sent, accepted not yet received
+  };
+
+  void on_partition_socket(const std::string& name);
+  void on_client(std::uint64_t id);
+  void handle_message(client& c, std::span<const std::byte> data);
+  void handle_connect(client& c, const detail::wire::connect_request& request);
+  void handle_bind(client& c, const detail::wire::bind_request& request);
+  void refuse(client& c, const endpoint& target, const failure& why);
+  void protocol_error(client& c, const std::string& what);
+  void close_client(std::uint64_t id);
+
+  event_loop& loop_;
+  client_budget& budget_;
+  const partition_tree& partitions_;
+  const service_registry& services_;
+  router& router_;
+  service_counters& counters_;
+  options options_;
+  log_function log_;
+
+  std::map<std::string, partition_socket, std::less<>> sockets_;
+  std::unordered_map<std::uint64_t, client> clients_;
+  std::uint64_t next_client_id_ = 1;
+  bool limit_logged_ = false;  // "client limit reached" is logged once per episode
+  std::array<std::byte, detail::wire::max_message_size + 1> buffer_{};
+};
+
+}  // namespace hvsock::daemon

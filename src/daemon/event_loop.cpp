@@ -1,0 +1,154 @@
+// event_loop: epoll dispatch, termination signals, listening sockets.
+#include "daemon/event_loop.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+namespace hvsock::daemon {
+
+result<std::unique_ptr<event_loop>> event_loop::create() {
+  unique_fd epoll(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll) return make_system_error(errno, "epoll_create1");
+  std::unique_ptr<event_loop> loop(new event_loop(std::move(epoll)));
+  loop->reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  return loop;
+}
+
+event_loop::event_loop(unique_fd epoll) : epoll_(std::move(epoll)) {}
+
+result<event_loop::watch_id> event_loop::watch(int fd, std::uint32_t events, handler on_event) {
+  const watch_id id = next_id_++;
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = id;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) < 0)
+    return make_system_error(errno, "epoll_ctl(ADD)");
+  entries_.emplace(id, entry{fd, std::make_shared<handler>(std::move(on_event))});
+  return id;
+}
+
+result<void> event_loop::modify(watch_id id, std::uint32_t events) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return failure(errc::invalid_argument, "epoll_ctl(MOD): not watched");
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = id;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, it->second.fd, &ev) < 0)
+    return make_system_error(errno, "epoll_ctl(MOD)");
+  return {};
+}
+
+void event_loop::unwatch(watch_id id) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd, nullptr);
+  entries_.erase(it);
+}
+
+result<void> event_loop::stop_on_termination_signals() {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  if (::sigaction(SIGPIPE, &ignore, nullptr) < 0) return make_system_error(errno, "sigaction");
+  sigset_t set;
+  ::sigemptyset(&set);
+  ::sigaddset(&set, SIGINT);
+  ::sigaddset(&set, SIGTERM);
+  if (int rc = ::pthread_sigmask(SIG_BLOCK, &set, nullptr); rc != 0)
+    return make_system_error(rc, "pthread_sigmask");
+  signal_fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_) return make_system_error(errno, "signalfd");
+  auto watched = watch(signal_fd_.get(), EPOLLIN, [this](std::uint32_t) {
+    signalfd_siginfo info{};
+    while (::read(signal_fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+      stop_signal_ = static_cast<int>(info.ssi_signo);
+      stopping_ = true;
+    }
+  });
+  if (!watched) return watched.error();
+  return {};
+}
+
+result<void> event_loop::run() {
+  std::array<epoll_event, 128> events;
+  while (!stopping_) {
+    const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return make_system_error(errno, "epoll_wait");
+    }
+    for (int i = 0; i < n && !stopping_; ++i) {
+      auto it = entries_.find(events[static_cast<std::size_t>(i)].data.u64);
+      if (it == entries_.end()) continue;  // unwatched by an earlier handler
+      const std::shared_ptr<handler> on_event = it->second.on_event;
+      (*on_event)(events[static_cast<std::size_t>(i)].events);
+    }
+  }
+  return {};
+}
+
+result<unique_fd> event_loop::accept(int listening_fd) {
+  for (;;) {
+    unique_fd fd(::accept4(listening_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (fd) return fd;
+    const int err = errno;
+    switch (err) {
+      case EINTR:
+      case ECONNABORTED: continue;  // that client gave up; try the next
+      case EAGAIN: return make_error(errc::would_block, "accept");
+      case EMFILE:
+      case ENFILE:
+        // Make room with the spare fd, take the waiting connection and drop
+        // it, then re-arm the spare.
+        if (reserve_fd_) {
+          reserve_fd_.reset();
+          unique_fd dropped(::accept4(listening_fd, nullptr, nullptr, SOCK_CLOEXEC));
+          dropped.reset();
+          reserve_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        }
+        return failure(errc::limit_reached, "accept: the daemon is out of file descriptors");
+      default: return make_system_error(err, "accept");
+    }
+  }
+}
+
+result<unique_fd> listen_unix(const std::string& path, int type,
+                              const socket_file_options& options) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path)
+    return failure(errc::invalid_argument, "socket path \"" + path + "\" is empty or longer than " +
+                                               std::to_string(sizeof addr.sun_path - 1) + " bytes");
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  unique_fd fd(::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return make_system_error(errno, "socket(AF_UNIX)");
+  if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+    return make_system_error(errno, "remove stale " + path);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0)
+    return make_system_error(errno, "bind " + path);
+  // Until listen() nobody can connect, so fixing mode and owner here leaves
+  // no window with wider permissions.
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    return make_system_error(err, std::string(what) + " " + path);
+  };
+  if (::chmod(path.c_str(), options.mode) < 0) return fail("chmod");
+  if ((options.owner_uid || options.owner_gid) &&
+      ::chown(path.c_str(), options.owner_uid.value_or(static_cast<uid_t>(-1)),
+              options.owner_gid.value_or(static_cast<gid_t>(-1))) < 0)
+    return fail("chown");
+  if (::listen(fd.get(), SOMAXCONN) < 0) return fail("listen");
+  return fd;
+}
+
+}  // namespace hvsock::daemon

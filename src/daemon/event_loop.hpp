@@ -1,0 +1,116 @@
+// event_loop: hvsockd's single-threaded epoll loop, plus the few pieces every
+// server on it shares: the daemon's log sink, the budget of open clients,
+// creating listening socket files and accepting from them.
+//
+// Handlers run on the thread that calls run(). A handler may watch and
+// unwatch any fd, its own included, while it runs; events already fetched
+// for an unwatched fd are dropped, even if the fd number is reused.
+//
+// Thread safety: none; everything happens on the loop's thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include <hvsock/result.hpp>
+#include <hvsock/unique_fd.hpp>
+
+namespace hvsock::daemon {
+
+// The daemon's one way to say something: one line, without the newline.
+// Code under src/daemon never prints by itself.
+using log_function = std::function<void(const std::string& line)>;
+
+class event_loop {
+ public:
+  using handler = std::function<void(std::uint32_t events)>;
+  using watch_id = std::uint64_t;
+
+  static result<std::unique_ptr<event_loop>> create();
+  event_loop(const event_loop&) = delete;
+  event_loop& operator=(const event_loop&) = delete;
+
+  // Watches `fd` (level-triggered) for `events` (EPOLLIN, EPOLLOUT, ...).
+  // The loop does not own the fd: unwatch it before closing it.
+  result<watch_id> watch(int fd, std::uint32_t events, handler on_event);
+  result<void> modify(watch_id id, std::uint32_t events);
+  void unwatch(watch_id id);
+
+  // Blocks SIGINT and SIGTERM for this thread and delivers them through a
+  // signalfd that stops the loop; ignores SIGPIPE (sends use MSG_NOSIGNAL
+  // anyway). Call before any other thread starts.
+  result<void> stop_on_termination_signals();
+  // The signal that stopped the loop, or 0.
+  int stop_signal() const { return stop_signal_; }
+
+  // Runs handlers until stop() or a termination signal. Fails only if
+  // epoll_wait does.
+  result<void> run();
+  void stop() { stopping_ = true; }
+
+  // accept4 (non-blocking, CLOEXEC) on a listening socket. errc::would_block
+  // when nobody is waiting. When the process is out of fds, one waiting
+  // connection is accepted and closed with the help of a reserved fd, so a
+  // level-triggered listening socket cannot spin the loop, and the result is
+  // errc::limit_reached.
+  result<unique_fd> accept(int listening_fd);
+
+ private:
+  struct entry {
+    int fd;
+    std::shared_ptr<handler> on_event;  // shared so a handler survives its own unwatch
+  };
+
+  explicit event_loop(unique_fd epoll);
+
+  unique_fd epoll_;
+  unique_fd signal_fd_;
+  unique_fd reserve_fd_;  // spare fd for accept() under EMFILE
+  std::unordered_map<watch_id, entry> entries_;
+  watch_id next_id_ = 1;
+  bool stopping_ = false;
+  int stop_signal_ = 0;
+};
+
+// The cap on clients (control and management connections) open at once.
+class client_budget {
+ public:
+  explicit client_budget(std::size_t max) : max_(max) {}
+  bool try_acquire() {
+    if (used_ >= max_) return false;
+    ++used_;
+    return true;
+  }
+  void release() {
+    if (used_ > 0) --used_;
+  }
+  std::size_t used() const { return used_; }
+  std::size_t max() const { return max_; }
+
+ private:
+  std::size_t max_;
+  std::size_t used_ = 0;
+};
+
+// Who may connect through a socket file: its mode and, optionally, owner.
+struct socket_file_options {
+  mode_t mode = 0600;
+  std::optional<uid_t> owner_uid;
+  std::optional<gid_t> owner_gid;
+};
+
+// A non-blocking, CLOEXEC AF_UNIX socket of `type` listening at `path`
+// (an existing file there is replaced: the caller has made sure it is
+// stale). Mode and owner are set before listen(), so nobody connects while
+// the file has the umask's mode.
+result<unique_fd> listen_unix(const std::string& path, int type,
+                              const socket_file_options& options);
+
+}  // namespace hvsock::daemon

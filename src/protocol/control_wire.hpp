@@ -1,0 +1,120 @@
+// The control protocol between libhvsock and hvsockd, spoken over a
+// partition's control socket (AF_UNIX SOCK_SEQPACKET: one message per
+// packet, fds attached with SCM_RIGHTS).
+//
+// One control connection does one job:
+//   connect: client sends connect_request; daemon answers with a reply, and on
+//            success attaches the client's end of the new stream. The client
+//            then closes the control connection.
+//   listen:  client sends bind_request; daemon answers with a reply. The
+//            connection then *is* the listener: for each brokered connection
+//            the daemon sends an incoming message with the listener's end of
+//            the stream attached, and the client answers each with an
+//            accepted message once it has taken it (so the daemon knows how
+//            full the backlog is). Closing the connection unbinds.
+//
+// Messages are fixed-size structs in host byte order (both ends are on one
+// machine), each starting with a header whose magic, version and type are
+// checked; anything of the wrong size or header is a protocol error.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <hvsock/endpoint.hpp>
+#include <hvsock/error.hpp>
+
+namespace hvsock::detail::wire {
+
+inline constexpr std::uint32_t magic = 0x4b535648;  // "HVSK"
+inline constexpr std::uint16_t version = 1;
+
+enum class message_type : std::uint16_t {
+  connect_request = 1,
+  bind_request = 2,
+  accepted = 3,
+  reply = 4,
+  incoming = 5,
+};
+
+struct header {
+  std::uint32_t magic;
+  std::uint16_t version;
+  std::uint16_t type;
+};
+
+struct raw_endpoint {
+  guid::bytes vm;
+  guid::bytes service;
+};
+
+struct connect_request {
+  header head;
+  raw_endpoint target;
+};
+
+struct bind_request {
+  header head;
+  raw_endpoint local;
+  std::uint32_t backlog;
+};
+
+struct accepted {
+  header head;
+};
+
+inline constexpr std::size_t max_reason_length = 480;
+
+struct reply {
+  header head;
+  std::int32_t status;  // 0, or an hvsock::errc value
+  raw_endpoint local;   // the caller's side as the switch sees it
+  raw_endpoint peer;    // the other side (connect only)
+  std::uint16_t reason_length;
+  char reason[max_reason_length];  // why it failed, for a person
+};
+
+struct incoming {
+  header head;
+  raw_endpoint local;  // the listener's side of the new connection
+  raw_endpoint peer;   // the connecting side, as the listener's partition names it
+};
+
+// The largest message either side sends; receivers use a buffer one byte
+// larger and treat MSG_TRUNC as a protocol error.
+inline constexpr std::size_t max_message_size = sizeof(reply);
+
+raw_endpoint to_raw(const endpoint& ep);
+endpoint from_raw(const raw_endpoint& raw);
+
+template <class Message>
+Message make(message_type type) {
+  // Zero every byte, padding included: messages go over a socket as-is.
+  Message m;
+  std::memset(static_cast<void*>(&m), 0, sizeof m);
+  m.head = header{magic, version, static_cast<std::uint16_t>(type)};
+  return m;
+}
+
+reply make_reply(const failure& failure);
+reply make_reply(const endpoint& local, const endpoint& peer);
+std::string reply_reason(const reply& r);
+
+// The type of a well-formed header, or nullopt (bad size, magic or version).
+std::optional<message_type> peek_type(std::span<const std::byte> data);
+
+// Decodes `data` as `Message` of `type`: exact size and header checked.
+template <class Message>
+std::optional<Message> decode(std::span<const std::byte> data, message_type type);
+
+template <class Message>
+std::span<const std::byte> as_bytes(const Message& m) {
+  return {reinterpret_cast<const std::byte*>(&m), sizeof m};
+}
+
+}  // namespace hvsock::detail::wire

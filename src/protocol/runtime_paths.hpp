@@ -1,0 +1,35 @@
+// Where hvsockd keeps its sockets and state, shared by the daemon, the
+// library and the CLI so that all three agree without configuration.
+//
+//   runtime dir  HVSOCK_RUNTIME_DIR, else /run/hvsock for root, else
+//                $XDG_RUNTIME_DIR/hvsock, else /tmp/hvsock-<uid>
+//   state dir    HVSOCK_STATE_DIR, else /var/lib/hvsock for root, else
+//                $XDG_STATE_HOME/hvsock, else ~/.local/state/hvsock
+//   <runtime>/hvsockd.sock              management socket (CLI)
+//   <runtime>/partitions/<name>.sock    a partition's control socket
+//
+// A process's partition: HVSOCK_CONTROL_SOCKET (set by `hvsock run`), else
+// the host partition's control socket.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace hvsock::detail {
+
+inline constexpr std::string_view host_partition_name = "host";
+inline constexpr const char* env_runtime_dir = "HVSOCK_RUNTIME_DIR";
+inline constexpr const char* env_state_dir = "HVSOCK_STATE_DIR";
+inline constexpr const char* env_control_socket = "HVSOCK_CONTROL_SOCKET";
+inline constexpr const char* env_partition = "HVSOCK_PARTITION";
+
+std::string default_runtime_dir();
+std::string default_state_dir();
+std::string management_socket_path(const std::string& runtime_dir);
+std::string partitions_dir(const std::string& runtime_dir);
+std::string partition_socket_path(const std::string& runtime_dir, std::string_view partition);
+
+// The control socket this process uses when the caller names none.
+std::string process_control_socket();
+
+}  // namespace hvsock::detail

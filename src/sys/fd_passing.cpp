@@ -1,0 +1,77 @@
+#include "sys/fd_passing.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace hvsock::detail {
+namespace {
+// Room for a handful of fds, so extras can be seen (and closed) rather than
+// silently discarded by the kernel with MSG_CTRUNC.
+constexpr std::size_t max_fds_seen = 8;
+}  // namespace
+
+result<void> send_message(int socket, std::span<const std::byte> data, int fd_to_pass, int flags) {
+  iovec iov{const_cast<std::byte*>(data.data()), data.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  if (fd_to_pass >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
+  }
+  for (;;) {
+    const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags);
+    if (n >= 0) {
+      if (static_cast<std::size_t>(n) != data.size())
+        return failure(errc::protocol_error, "short send of a control message");
+      return {};
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return make_error(errc::would_block, "sendmsg");
+    return make_system_error(errno, "sendmsg");
+  }
+}
+
+result<received_message> receive_message(int socket, std::span<std::byte> buffer, int flags) {
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds_seen)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | flags);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return make_error(errc::would_block, "recvmsg");
+    return make_system_error(errno, "recvmsg");
+  }
+  received_message out;
+  // Take ownership of every fd first, whatever else is wrong with the message.
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      unique_fd owned(fd);
+      if (out.fd_count++ == 0) out.fd = std::move(owned);
+    }
+  }
+  out.size = static_cast<std::size_t>(n);
+  out.truncated = (msg.msg_flags & MSG_TRUNC) != 0;
+  out.control_truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  return out;
+}
+
+}  // namespace hvsock::detail

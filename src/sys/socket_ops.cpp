@@ -1,0 +1,74 @@
+#include "sys/socket_ops.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace hvsock::detail {
+
+result<unique_fd> connect_unix(const std::string& path, int type) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path))
+    return failure(errc::invalid_argument, "socket path \"" + path + "\" is empty or longer than " +
+                                               std::to_string(sizeof(addr.sun_path) - 1) +
+                                               " bytes");
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  unique_fd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  if (!fd) return make_system_error(errno, "socket(AF_UNIX)");
+  int rc;
+  do {
+    rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ECONNREFUSED || err == ENOTDIR)
+      return failure(errc::daemon_unavailable, "hvsockd is not reachable at " + path + " (" +
+                                                   std::strerror(err) + "; is hvsockd running?)");
+    if (err == EACCES || err == EPERM)
+      return failure(errc::permission_denied, "no permission to use " + path);
+    if (err == EAGAIN)
+      return failure(errc::limit_reached,
+                     "hvsockd is not accepting connections at " + path + " (its queue is full)");
+    return make_system_error(err, "connect " + path);
+  }
+  return fd;
+}
+
+result<void> wait_ready(int fd, short events, std::optional<std::chrono::milliseconds> timeout) {
+  using clock = std::chrono::steady_clock;
+  const auto deadline = timeout ? clock::now() + *timeout : clock::time_point::max();
+  for (;;) {
+    int wait_ms = -1;
+    if (timeout) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      wait_ms = left.count() > 0 ? static_cast<int>(left.count()) : 0;
+    }
+    pollfd p{fd, events, 0};
+    const int rc = ::poll(&p, 1, wait_ms);
+    if (rc > 0) return {};
+    if (rc == 0) return make_error(errc::timed_out, "");
+    if (errno != EINTR) return make_system_error(errno, "poll");
+  }
+}
+
+result<void> set_non_blocking(int fd, bool enabled) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return make_system_error(errno, "fcntl(F_GETFL)");
+  const int wanted = enabled ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+  if (wanted != flags && ::fcntl(fd, F_SETFL, wanted) < 0)
+    return make_system_error(errno, "fcntl(F_SETFL)");
+  return {};
+}
+
+bool is_non_blocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  return flags >= 0 && (flags & O_NONBLOCK) != 0;
+}
+
+}  // namespace hvsock::detail

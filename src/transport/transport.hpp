@@ -1,0 +1,38 @@
+// The transport interface: how libhvsock's stream and listener reach peers.
+// `emulated` talks to hvsockd over a partition's control socket; later
+// transports (kernel AF_VSOCK, hybrid, winsock) implement the same calls.
+// Transports are immutable after construction and safe to share across
+// threads.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <hvsock/listener.hpp>
+#include <hvsock/stream.hpp>
+
+namespace hvsock::detail {
+
+class transport : public std::enable_shared_from_this<transport> {
+ public:
+  virtual ~transport() = default;
+  virtual std::string_view name() const = 0;
+  virtual result<stream> connect(const endpoint& target,
+                                 std::chrono::milliseconds timeout) const = 0;
+  virtual result<listener> listen(const endpoint& local, int backlog) const = 0;
+  // Takes the next connection from a listener this transport made.
+  virtual result<stream> accept(int listener_fd, const endpoint& listener_local,
+                                std::optional<std::chrono::milliseconds> timeout) const = 0;
+};
+
+// The emulated transport through the control socket at `control_socket`.
+std::shared_ptr<const transport> make_emulated_transport(std::string control_socket);
+
+// The transport for a call: the given control socket, else the process's
+// (see runtime_paths.hpp).
+std::shared_ptr<const transport> select_transport(const std::string& control_socket);
+
+}  // namespace hvsock::detail

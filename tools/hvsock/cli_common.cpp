@@ -1,0 +1,70 @@
+#include "cli_common.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "protocol/runtime_paths.hpp"
+
+namespace hvsock::cli {
+
+void fail(const std::string& message, int code) { throw cli_exit{code, message}; }
+
+void fail(const failure& f) { fail(f.message()); }
+
+std::string runtime_dir(const global_options& options) {
+  return options.runtime_dir.empty() ? detail::default_runtime_dir() : options.runtime_dir;
+}
+
+detail::management_client open_management(const global_options& options) {
+  return must(detail::management_client::open(runtime_dir(options)));
+}
+
+std::string control_socket(const global_options& options) {
+  if (const char* env = std::getenv(detail::env_control_socket); env != nullptr && *env != '\0')
+    return {};
+  return detail::partition_socket_path(runtime_dir(options), detail::host_partition_name);
+}
+
+service_id resolve_service(const std::string& text, const global_options& options) {
+  if (auto id = guid::parse(text)) return *id;
+  auto client = open_management(options);
+  const auto services = must(client.call("service.list"));
+  for (const auto& s : services)
+    if (s.value("name", "") == text) return must(guid::parse(s.value("id", "")));
+  fail("service \"" + text + "\" is neither a GUID nor a registered service name " +
+       "(see: hvsock service list)");
+}
+
+vm_id resolve_vm(const std::string& text, const global_options& options) {
+  if (auto word = vm_id_from_word(text)) return *word;
+  if (auto id = guid::parse(text)) return *id;
+  auto client = open_management(options);
+  const auto partitions = must(client.call("vm.list"));
+  for (const auto& p : partitions)
+    if (p.value("name", "") == text) return must(guid::parse(p.value("id", "")));
+  fail("\"" + text + "\" is not a VmId, a VmId word (parent, loopback, children, any) " +
+       "or a partition name (see: hvsock vm list)");
+}
+
+void print_table(const std::vector<std::string>& headers,
+                 const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths(headers.size());
+  for (std::size_t i = 0; i < headers.size(); ++i) widths[i] = headers[i].size();
+  for (const auto& row : rows)
+    for (std::size_t i = 0; i < row.size() && i < widths.size(); ++i)
+      widths[i] = std::max(widths[i], row[i].size());
+  auto print_row = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    std::cout << line << '\n';
+  };
+  print_row(headers);
+  for (const auto& row : rows) print_row(row);
+}
+
+}  // namespace hvsock::cli

@@ -1,0 +1,64 @@
+// Shared pieces of the hvsock CLI: global options, failing with a one-line
+// reason, the management connection, and turning user words (service names,
+// VM names, "parent") into GUIDs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include <hvsock/hvsock.hpp>
+
+#include "protocol/management_client.hpp"
+
+namespace hvsock::cli {
+
+struct global_options {
+  std::string runtime_dir;  // --runtime-dir; empty: HVSOCK_RUNTIME_DIR or the default
+};
+
+// Exit codes: 0 success, 1 the operation failed, 2 bad command line.
+inline constexpr int exit_failure = 1;
+inline constexpr int exit_usage = 2;
+
+// Thrown to end the program with a message and an exit code; main() prints it.
+struct cli_exit {
+  int code;
+  std::string message;
+};
+
+[[noreturn]] void fail(const std::string& message, int code = exit_failure);
+[[noreturn]] void fail(const failure& f);
+
+// Unwraps a result or ends the program with its message.
+template <class T>
+T must(result<T> r) {
+  if (!r) fail(r.error());
+  if constexpr (!std::is_void_v<T>) return std::move(*r);
+}
+
+std::string runtime_dir(const global_options& options);
+detail::management_client open_management(const global_options& options);
+// The control socket for listen/connect: HVSOCK_CONTROL_SOCKET when set (we
+// run inside a partition, via `hvsock run`), else the host partition's socket
+// in runtime_dir(options). Empty means "let libhvsock decide" (the former).
+std::string control_socket(const global_options& options);
+
+// SERVICE: a GUID, or a registered ElementName.
+service_id resolve_service(const std::string& text, const global_options& options);
+// TARGET/--from: a VmId word (parent, loopback, children, any/wildcard, ...),
+// a GUID, or a partition name.
+vm_id resolve_vm(const std::string& text, const global_options& options);
+
+// Prints rows as aligned columns under `headers`.
+void print_table(const std::vector<std::string>& headers,
+                 const std::vector<std::vector<std::string>>& rows);
+
+// One subcommand family each; each adds its subcommands to `app`.
+void add_service_commands(CLI::App& app, global_options& options);
+void add_vm_commands(CLI::App& app, global_options& options);
+void add_run_command(CLI::App& app, global_options& options);
+void add_stream_commands(CLI::App& app, global_options& options);
+void add_stats_command(CLI::App& app, global_options& options);
+
+}  // namespace hvsock::cli

@@ -1,0 +1,53 @@
+// hvsock: the management and everyday CLI for hvsockd.
+#include <csignal>
+#include <iostream>
+
+#include "cli_common.hpp"
+
+int main(int argc, char** argv) {
+  using namespace hvsock::cli;
+  // Writes to a closed socket or pipe must be errors, not a silent death.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{
+      "hvsock: Hyper-V sockets on Linux. Manages hvsockd's partitions and services, "
+      "and connects, listens and runs programs inside partitions."};
+  app.require_subcommand(1);
+  app.fallthrough();  // --runtime-dir is accepted after the subcommand too
+  app.set_version_flag("--version", "hvsock 0.1.0");
+  global_options options;
+  app.add_option("--runtime-dir", options.runtime_dir,
+                 "hvsockd's runtime directory (default: $HVSOCK_RUNTIME_DIR, else /run/hvsock "
+                 "for root, else $XDG_RUNTIME_DIR/hvsock)")
+      ->envname("HVSOCK_RUNTIME_DIR");
+
+  app.add_subcommand("status", "Exit 0 when hvsockd answers; print what it reports")->callback([&] {
+    auto client = open_management(options);
+    const auto s = must(client.call("status"));
+    std::cout << "hvsockd " << s.value("version", "?") << " is running (pid " << s.value("pid", 0)
+              << "): " << s.value("partitions", 0) << " partitions, " << s.value("services", 0)
+              << " services\n  state   " << s.value("state_dir", "?") << "\n  runtime "
+              << s.value("runtime_dir", "?") << "\n";
+  });
+  add_service_commands(app, options);
+  add_vm_commands(app, options);
+  add_run_command(app, options);
+  add_stream_commands(app, options);
+  add_stats_command(app, options);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    // One line for the reason, then where to look for usage.
+    std::cerr << "hvsock: " << e.what() << " (see: hvsock --help)\n";
+    return exit_usage;
+  } catch (const cli_exit& e) {
+    if (!e.message.empty()) std::cerr << "hvsock: " << e.message << "\n";
+    return e.code;
+  } catch (const std::exception& e) {
+    std::cerr << "hvsock: " << e.what() << "\n";
+    return exit_failure;
+  }
+  return 0;
+}

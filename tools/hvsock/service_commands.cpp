@@ -1,0 +1,98 @@
+// hvsock service register|list|enable|disable|remove
+#include <iostream>
+
+#include "cli_common.hpp"
+
+namespace hvsock::cli {
+namespace {
+
+struct service_args {
+  std::string name;
+  std::string id;
+  std::optional<std::uint32_t> port;
+  std::string service;
+  std::string vm;
+  bool json = false;
+};
+
+std::string yes_no(bool b) { return b ? "yes" : "no"; }
+
+void list_services(const global_options& options, bool json) {
+  auto client = open_management(options);
+  const auto services = must(client.call("service.list"));
+  if (json) {
+    std::cout << services.dump(2) << "\n";
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& s : services) {
+    std::string disabled_for;
+    for (const auto& vm : s.value("disabled_for", nlohmann::json::array())) {
+      if (!disabled_for.empty()) disabled_for += ",";
+      disabled_for += vm.get<std::string>();
+    }
+    rows.push_back({s.value("id", ""), s.value("name", ""), yes_no(s.value("enabled", false)),
+                    s.contains("port") ? std::to_string(s["port"].get<std::uint32_t>()) : "-",
+                    disabled_for.empty() ? "-" : disabled_for});
+  }
+  print_table({"ID", "NAME", "ENABLED", "PORT", "DISABLED FOR"}, rows);
+}
+
+void set_enabled(const global_options& options, const service_args& args, bool enabled) {
+  auto client = open_management(options);
+  nlohmann::json request{{"service", args.service}};
+  if (!args.vm.empty()) request["vm"] = args.vm;
+  must(client.call(enabled ? "service.enable" : "service.disable", request));
+}
+
+}  // namespace
+
+void add_service_commands(CLI::App& app, global_options& options) {
+  auto args = std::make_shared<service_args>();
+  auto* service = app.add_subcommand("service", "Manage the service registry");
+  service->require_subcommand(1);
+
+  auto* reg = service->add_subcommand(
+      "register", "Register a service (GUID + friendly name); prints the service GUID");
+  reg->add_option("--name", args->name, "the friendly name (ElementName)")->required();
+  auto* id_opt = reg->add_option("--id", args->id, "the service GUID (default: a new random one)");
+  reg->add_option("--port", args->port,
+                  "register the vsock service for this port (P-facb-11e6-bd58-64006a7986d3)")
+      ->check(CLI::Range(0u, max_listen_port))
+      ->excludes(id_opt);
+  reg->callback([args, &options] {
+    nlohmann::json request{{"name", args->name}};
+    if (args->port) {
+      request["id"] = service_id_from_port(*args->port).to_string();
+    } else if (!args->id.empty()) {
+      request["id"] = must(guid::parse(args->id)).to_string();
+    }
+    auto client = open_management(options);
+    const auto registered = must(client.call("service.register", request));
+    std::cout << registered.value("id", "") << "\n";
+  });
+
+  auto* list = service->add_subcommand("list", "List registered services");
+  list->add_flag("--json", args->json, "print JSON");
+  list->callback([args, &options] { list_services(options, args->json); });
+
+  auto* enable = service->add_subcommand("enable", "Enable a service (everywhere, or for one VM)");
+  enable->add_option("ID", args->service, "service GUID or name")->required();
+  enable->add_option("--vm", args->vm, "remove the per-VM override for this partition only");
+  enable->callback([args, &options] { set_enabled(options, *args, true); });
+
+  auto* disable =
+      service->add_subcommand("disable", "Disable a service (everywhere, or for one VM)");
+  disable->add_option("ID", args->service, "service GUID or name")->required();
+  disable->add_option("--vm", args->vm, "disable it only for connections involving this VM");
+  disable->callback([args, &options] { set_enabled(options, *args, false); });
+
+  auto* remove = service->add_subcommand("remove", "Remove a service from the registry");
+  remove->add_option("ID", args->service, "service GUID or name")->required();
+  remove->callback([args, &options] {
+    auto client = open_management(options);
+    must(client.call("service.remove", {{"service", args->service}}));
+  });
+}
+
+}  // namespace hvsock::cli

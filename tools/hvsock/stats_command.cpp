@@ -1,0 +1,35 @@
+// hvsock stats: per-service counters, by ElementName.
+#include <iostream>
+
+#include "cli_common.hpp"
+
+namespace hvsock::cli {
+
+void add_stats_command(CLI::App& app, global_options& options) {
+  auto json = std::make_shared<bool>(false);
+  auto* stats = app.add_subcommand("stats", "Per-service connection counters, by ElementName");
+  stats->add_flag("--json", *json, "print JSON");
+  stats->callback([json, &options] {
+    auto client = open_management(options);
+    const auto s = must(client.call("stats"));
+    if (*json) {
+      std::cout << s.dump(2) << "\n";
+      return;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& svc : s.value("services", nlohmann::json::array())) {
+      const auto refused = svc.value("refused", nlohmann::json::object());
+      auto count = [&](const char* key) { return std::to_string(refused.value(key, 0)); };
+      rows.push_back({svc.value("name", ""), std::to_string(svc.value("accepted", 0)),
+                      std::to_string(svc.value("active", 0)), count("disabled"),
+                      count("no_listener"), count("backlog_full"), count("unreachable")});
+    }
+    print_table({"SERVICE", "ACCEPTED", "ACTIVE", "REFUSED:DISABLED", "NO-LISTENER", "BACKLOG-FULL",
+                 "UNREACHABLE"},
+                rows);
+    std::cout << "refused for unregistered services: " << s.value("unregistered_refused", 0)
+              << "\n";
+  });
+}
+
+}  // namespace hvsock::cli

@@ -1,0 +1,138 @@
+// hvsockd: the emulated Hyper-V switch. Runs in the foreground and logs one
+// line per event to stderr ("hvsockd: ..."); prints "hvsockd: ready" once it
+// serves, and exits 0 on SIGINT/SIGTERM, 1 when it cannot start or fails.
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include <charconv>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "daemon/switch_daemon.hpp"
+#include "protocol/runtime_paths.hpp"
+
+namespace {
+
+using hvsock::daemon::daemon_options;
+
+// One write(2) per line, so lines from a crash handler or a second daemon
+// never interleave mid-line.
+void log_line(const std::string& line) {
+  const std::string text = "hvsockd: " + line + "\n";
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(STDERR_FILENO, text.data() + done, text.size() - done);
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+std::optional<unsigned long> parse_number(const std::string& text, int base) {
+  unsigned long value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value, base);
+  if (ec != std::errc() || ptr != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+// USER, USER:GROUP or :GROUP, by name or number (chown's syntax).
+std::string parse_owner(const std::string& text, daemon_options& options) {
+  const auto colon = text.find(':');
+  const std::string user_name = text.substr(0, colon);
+  const std::string group_name =
+      colon == std::string::npos ? std::string() : text.substr(colon + 1);
+  if (!user_name.empty()) {
+    if (const passwd* pw = ::getpwnam(user_name.c_str())) {
+      options.sockets.owner_uid = pw->pw_uid;
+    } else if (auto n = parse_number(user_name, 10)) {
+      options.sockets.owner_uid = static_cast<uid_t>(*n);
+    } else {
+      return "--socket-owner: no user named \"" + user_name + "\"";
+    }
+  }
+  if (!group_name.empty()) {
+    if (const group* gr = ::getgrnam(group_name.c_str())) {
+      options.sockets.owner_gid = gr->gr_gid;
+    } else if (auto n = parse_number(group_name, 10)) {
+      options.sockets.owner_gid = static_cast<gid_t>(*n);
+    } else {
+      return "--socket-owner: no group named \"" + group_name + "\"";
+    }
+  }
+  if (!options.sockets.owner_uid && !options.sockets.owner_gid)
+    return "--socket-owner: expected USER, USER:GROUP or :GROUP";
+  return {};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "hvsockd: the emulated Hyper-V switch. Owns the partitions (host, VMs, containers), the "
+      "service registry and the routing rules, and brokers hvsock connections between "
+      "partitions. Runs in the foreground and logs to stderr."};
+  daemon_options options;
+  options.state_dir = hvsock::detail::default_state_dir();
+  options.runtime_dir = hvsock::detail::default_runtime_dir();
+  std::string socket_mode = "0600";
+  std::string socket_owner;
+  std::size_t max_clients = options.limits.max_clients;
+  bool verbose = false;
+
+  app.add_option("--state-dir", options.state_dir,
+                 "Where the registry and partitions are kept (state.json)")
+      ->capture_default_str();
+  app.add_option("--runtime-dir", options.runtime_dir,
+                 "Where the management socket and the partitions' control sockets live")
+      ->capture_default_str();
+  app.add_option("--socket-mode", socket_mode, "Octal mode of every socket file")
+      ->capture_default_str();
+  app.add_option("--socket-owner", socket_owner,
+                 "Owner of every socket file: USER, USER:GROUP or :GROUP");
+  app.add_option("--max-clients", max_clients,
+                 "Most control and management connections open at once")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  app.add_flag("-v,--verbose", verbose, "Also log every brokered connection");
+  CLI11_PARSE(app, argc, argv);
+
+  const auto mode = parse_number(socket_mode, 8);
+  if (!mode || *mode > 0777) {
+    log_line("--socket-mode: expected an octal mode such as 0600 or 0660, got \"" + socket_mode +
+             "\"");
+    return 2;
+  }
+  options.sockets.mode = static_cast<mode_t>(*mode);
+  if (!socket_owner.empty()) {
+    if (auto problem = parse_owner(socket_owner, options); !problem.empty()) {
+      log_line(problem);
+      return 2;
+    }
+  }
+  options.limits.max_clients = max_clients;
+  options.log_connections = verbose;
+  options.log = log_line;
+
+  auto daemon = hvsock::daemon::switch_daemon::start(options);
+  if (!daemon) {
+    log_line(daemon.error().message());
+    return 1;
+  }
+  log_line(fmt::format("ready (pid {}, state {}, runtime {}, {} partitions, {} services)",
+                       ::getpid(), options.state_dir, options.runtime_dir,
+                       (*daemon)->partition_count(), (*daemon)->service_count()));
+  auto stopped = (*daemon)->run();
+  if (!stopped) {
+    log_line(stopped.error().message());
+    return 1;
+  }
+  daemon->reset();  // removes the socket files
+  log_line(fmt::format("stopped ({})", *stopped != 0 ? ::strsignal(*stopped) : "requested"));
+  return 0;
+}
