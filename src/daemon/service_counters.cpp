@@ -13,6 +13,8 @@
 #include <hvsock/error.hpp>
 #include <hvsock/unique_fd.hpp>
 
+#include "sys/file_io.hpp"
+
 namespace hvsock::daemon {
 
 refusal_reason refusal_reason_for(const std::error_code& code) {
@@ -88,21 +90,12 @@ service_stats service_counters::stats(const service_id& service) const {
 result<std::unordered_set<ino_t>> service_counters::read_unix_inodes(const std::string& path) {
   unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return make_system_error(errno, "open " + path);
-  std::string text;
-  char chunk[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return make_system_error(errno, "read " + path);
-    }
-    if (n == 0) break;
-    text.append(chunk, static_cast<std::size_t>(n));
-  }
+  auto text = detail::read_to_end(fd.get(), path);
+  if (!text) return text.error();
   // "Num RefCount Protocol Flags Type St Inode [Path]": the inode is the
   // seventh field. The first line is the header.
   std::unordered_set<ino_t> inodes;
-  std::string_view rest(text);
+  std::string_view rest(*text);
   bool header = true;
   while (!rest.empty()) {
     const std::size_t eol = rest.find('\n');

@@ -16,6 +16,8 @@
 
 #include <hvsock/unique_fd.hpp>
 
+#include "sys/file_io.hpp"
+
 namespace hvsock::daemon {
 namespace {
 
@@ -142,18 +144,6 @@ switch_state parse_state(const json& root, const state_limits& limits) {
   return state;
 }
 
-result<void> write_all(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return make_system_error(errno, "write " + path);
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return {};
-}
-
 }  // namespace
 
 state_store::state_store(std::string state_dir)
@@ -222,18 +212,9 @@ result<std::optional<switch_state>> state_store::load(const state_limits& limits
   if (::fstat(fd.get(), &st) < 0) return make_system_error(errno, "stat " + path_);
   if (!S_ISREG(st.st_mode))
     return failure(errc::invalid_argument, "state file " + path_ + " is not a regular file");
-  std::string text;
-  char chunk[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return make_system_error(errno, "cannot read state file " + path_);
-    }
-    if (n == 0) break;
-    text.append(chunk, static_cast<std::size_t>(n));
-  }
-  auto state = parse(text, path_, limits);
+  auto text = detail::read_to_end(fd.get(), path_);
+  if (!text) return text.error().with_context("cannot read state file");
+  auto state = parse(*text, path_, limits);
   if (!state) return state.error();
   return std::optional<switch_state>(std::move(*state));
 }
@@ -245,7 +226,8 @@ result<void> state_store::save(const partition_tree& partitions,
   {
     unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600));
     if (!fd) return make_system_error(errno, "save state: open " + tmp);
-    if (auto ok = write_all(fd.get(), text, tmp); !ok) return ok.error().with_context("save state");
+    if (auto ok = detail::write_fully(fd.get(), text, tmp); !ok)
+      return ok.error().with_context("save state");
     if (::fsync(fd.get()) < 0) return make_system_error(errno, "save state: fsync " + tmp);
     // close() can report a delayed write error on some file systems.
     if (::close(fd.release()) < 0) return make_system_error(errno, "save state: close " + tmp);

@@ -11,23 +11,10 @@
 #include <iostream>
 
 #include "cli_common.hpp"
+#include "sys/file_io.hpp"
 
 namespace hvsock::cli {
 namespace {
-
-// Writes all of `data` to fd (stdout may be a pipe, a file or a terminal).
-bool write_fully(int fd, const char* data, std::size_t size) {
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += n;
-    size -= static_cast<std::size_t>(n);
-  }
-  return true;
-}
 
 // The copy loop. Returns the exit code.
 int copy_both_ways(stream& s) {
@@ -57,8 +44,8 @@ int copy_both_ways(stream& s) {
       if (!n) fail(n.error());
       if (*n == 0) {
         socket_open = false;
-      } else if (!write_fully(STDOUT_FILENO, buffer.data(), *n)) {
-        fail(std::string("write to stdout: ") + std::strerror(errno));
+      } else {
+        must(detail::write_fully(STDOUT_FILENO, std::string_view(buffer.data(), *n), "stdout"));
       }
     }
   }
