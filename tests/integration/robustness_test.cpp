@@ -317,7 +317,7 @@ TEST_F(RobustnessTest, CorruptStateFileStopsDaemonAndIsNotOverwritten) {
   ASSERT_FALSE(json::parse(good, nullptr, false).is_discarded());
 
   const std::vector<std::pair<std::string, std::string>> corruptions = {
-      {"garbage", std::string("this is not a state file {{{\x01\xff\xfe", 33)},
+      {"garbage", std::string("this is not a state file {{{\x01\xff\xfe")},
       {"truncated", good.substr(0, good.size() / 2)},
       {"empty", ""},
       {"wrong shape", R"({"format": 1, "host": 7, "partitions": "none", "services": {}})"},
