@@ -117,8 +117,6 @@ section "Creating the VM partition \"$vm_name\""
 vm_exists=$(hvsock vm list --json | python3 -c '
 import json, sys
 data = json.load(sys.stdin)
-if isinstance(data, dict):
-    data = data.get("vms", data.get("partitions", []))
 print("yes" if any(p.get("name") == sys.argv[1] for p in data) else "no")
 ' "$vm_name")
 if [[ "$vm_exists" == yes ]]; then
@@ -134,12 +132,9 @@ section "Registering the service \"$service_name\" (step 2 of the reference)"
 service_id=$(hvsock service list --json | python3 -c '
 import json, sys
 data = json.load(sys.stdin)
-if isinstance(data, dict):
-    data = data.get("services", [])
 guid, name = sys.argv[1].lower(), sys.argv[2]
 ids = [str(s.get("id", "")).lower() for s in data]
-named = [str(s.get("id", "")).lower() for s in data
-         if name in (s.get("name"), s.get("element_name"), s.get("ElementName"))]
+named = [str(s.get("id", "")).lower() for s in data if s.get("name") == name]
 print(guid if guid in ids else (named[0] if named else ""))
 ' "$service_guid" "$service_name")
 if [[ -n "$service_id" ]]; then
