@@ -29,10 +29,11 @@ readonly script_dir
 readonly meta_package=linux-image-cloud-amd64
 # What the kit loads, in addition to anything given with --module. Their
 # dependencies are resolved from the modules' own .modinfo sections.
-# virtio_net is for the benchmarks' baseline, QEMU's user-mode network.
+# virtio_net is for the benchmarks' baseline, QEMU's user-mode network;
+# vsock_loopback lets guest tests use CID 1 without any host device.
 readonly default_modules=(
   virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-  vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport
+  vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport vsock_loopback
   virtio_net
 )
 readonly host_packages=(qemu-system-x86 busybox-static cpio binutils gzip lz4)

@@ -15,7 +15,9 @@ listener& listener::operator=(listener&&) noexcept = default;
 listener::~listener() = default;
 
 result<listener> listener::listen(const endpoint& local, const listen_options& options) {
-  return detail::select_transport(options.control_socket)->listen(local, options.backlog);
+  auto transport = detail::select_transport(options.control_socket);
+  if (!transport) return transport.error().with_context("listen " + local.to_string());
+  return (*transport)->listen(local, options.backlog);
 }
 
 result<stream> listener::accept(std::optional<std::chrono::milliseconds> timeout) {

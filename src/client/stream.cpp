@@ -16,7 +16,9 @@ stream::stream(unique_fd fd, endpoint local, endpoint peer)
     : fd_(std::move(fd)), local_(local), peer_(peer) {}
 
 result<stream> stream::connect(const endpoint& target, const connect_options& options) {
-  return detail::select_transport(options.control_socket)->connect(target, options.timeout);
+  auto transport = detail::select_transport(options.control_socket);
+  if (!transport) return transport.error().with_context("connect " + target.to_string());
+  return (*transport)->connect(target, options.timeout);
 }
 
 std::string stream::describe() const { return peer_.to_string(); }

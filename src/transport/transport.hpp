@@ -30,9 +30,18 @@ class transport : public std::enable_shared_from_this<transport> {
 
 // The emulated transport through the control socket at `control_socket`.
 std::shared_ptr<const transport> make_emulated_transport(std::string control_socket);
+// The kernel AF_VSOCK transport, for code running inside a real guest.
+std::shared_ptr<const transport> make_kernel_transport();
 
-// The transport for a call: the given control socket, else the process's
-// (see runtime_paths.hpp).
-std::shared_ptr<const transport> select_transport(const std::string& control_socket);
+inline constexpr const char* env_transport = "HVSOCK_TRANSPORT";
+
+// The transport for a call:
+//   1. a given control socket: emulated, through it;
+//   2. HVSOCK_TRANSPORT=emulated or =kernel: that one (anything else is
+//      errc::invalid_argument);
+//   3. otherwise emulated, unless no hvsockd socket is configured or present
+//      and this machine is a virtio-vsock guest (a device is bound to the
+//      vmw_vsock_virtio_transport driver): then kernel.
+result<std::shared_ptr<const transport>> select_transport(const std::string& control_socket);
 
 }  // namespace hvsock::detail

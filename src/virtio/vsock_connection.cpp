@@ -1,0 +1,307 @@
+#include "virtio/vsock_connection.hpp"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+namespace hvsock::virtio {
+namespace {
+
+constexpr std::uint16_t op_value(vsock_op op) { return static_cast<std::uint16_t>(op); }
+
+// sendmsg with MSG_NOSIGNAL: a host peer that went away must give EPIPE, not
+// kill the daemon with SIGPIPE. Returns bytes written, 0 on EAGAIN, -errno.
+ssize_t send_iov(int fd, iovec* iov, std::size_t count) {
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  for (;;) {
+    const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    return -errno;
+  }
+}
+
+}  // namespace
+
+vsock_connection::vsock_connection(const settings& s, connection_key key, unique_fd host,
+                                   state st)
+    : settings_(s), key_(key), fd_(std::move(host)), state_(st) {}
+
+vsock_connection vsock_connection::accept(const settings& s, const virtio_vsock_hdr& request,
+                                          unique_fd host) {
+  vsock_connection c(s, {request.dst_port, request.src_port}, std::move(host),
+                     state::established);
+  c.peer_buf_alloc_ = request.buf_alloc;
+  c.peer_fwd_cnt_ = request.fwd_cnt;
+  c.need_response_ = true;
+  return c;
+}
+
+vsock_connection vsock_connection::connect(const settings& s, std::uint32_t local_port,
+                                           std::uint32_t guest_port, unique_fd host) {
+  vsock_connection c(s, {local_port, guest_port}, std::move(host), state::connecting);
+  c.need_request_ = true;
+  return c;
+}
+
+virtio_vsock_hdr vsock_connection::header(vsock_op op) {
+  virtio_vsock_hdr h;
+  h.src_cid = vmaddr_cid_host;
+  h.dst_cid = settings_.guest_cid;
+  h.src_port = key_.local_port;
+  h.dst_port = key_.peer_port;
+  h.type = static_cast<std::uint16_t>(vsock_type::stream);
+  h.op = op_value(op);
+  h.buf_alloc = settings_.buf_alloc;
+  h.fwd_cnt = fwd_cnt_;
+  last_adv_fwd_ = fwd_cnt_;
+  need_credit_update_ = false;  // every packet carries the credit
+  return h;
+}
+
+virtio_vsock_hdr vsock_connection::rst() const {
+  virtio_vsock_hdr h;
+  h.src_cid = vmaddr_cid_host;
+  h.dst_cid = settings_.guest_cid;
+  h.src_port = key_.local_port;
+  h.dst_port = key_.peer_port;
+  h.type = static_cast<std::uint16_t>(vsock_type::stream);
+  h.op = op_value(vsock_op::rst);
+  return h;
+}
+
+virtio_vsock_hdr vsock_connection::take_control() {
+  if (need_request_) {
+    need_request_ = false;
+    return header(vsock_op::request);
+  }
+  if (need_response_) {
+    need_response_ = false;
+    return header(vsock_op::response);
+  }
+  return header(vsock_op::credit_update);
+}
+
+std::uint32_t vsock_connection::peer_credit() const {
+  // Unsigned wrap-around is the protocol's arithmetic; a guest whose fwd_cnt
+  // runs ahead of what we sent (or that shrank its buffer) gets no credit
+  // rather than a huge one.
+  const std::uint32_t in_flight = tx_cnt_ - peer_fwd_cnt_;
+  return in_flight >= peer_buf_alloc_ ? 0 : peer_buf_alloc_ - in_flight;
+}
+
+bool vsock_connection::wants_read() const {
+  return state_ == state::established && !host_eof_ && !guest_rcv_closed_ && !need_response_ &&
+         peer_credit() > 0;
+}
+
+std::uint32_t vsock_connection::wanted_events() const {
+  std::uint32_t ev = 0;
+  if (state_ != state::connecting && buffered_bytes() > 0) ev |= EPOLLOUT;
+  if (wants_read()) ev |= EPOLLIN;
+  return ev;
+}
+
+bool vsock_connection::both_directions_done() const {
+  return guest_send_closed_ && write_shut_ && (host_eof_ || guest_rcv_closed_);
+}
+
+vsock_connection::verdict vsock_connection::on_guest_packet(const parsed_packet& packet) {
+  const virtio_vsock_hdr& h = packet.header;
+  peer_buf_alloc_ = h.buf_alloc;
+  peer_fwd_cnt_ = h.fwd_cnt;
+  switch (state_) {
+    case state::connecting:
+      // As Linux's virtio_transport_recv_connecting: RESPONSE connects, RST
+      // refuses, anything else is a protocol error answered with RST.
+      if (h.op == op_value(vsock_op::response)) {
+        state_ = state::established;
+        consider_credit_update();
+        return verdict::connected;
+      }
+      if (h.op == op_value(vsock_op::rst)) return verdict::refused;
+      return verdict::reset;
+    case state::established:
+      return on_established_packet(packet);
+    case state::draining:
+      return verdict::keep;  // not reachable: a draining connection has no key
+  }
+  return verdict::keep;
+}
+
+vsock_connection::verdict vsock_connection::on_established_packet(const parsed_packet& packet) {
+  const virtio_vsock_hdr& h = packet.header;
+  switch (static_cast<vsock_op>(h.op)) {
+    case vsock_op::rw:
+      return on_rw(packet);
+    case vsock_op::credit_update:
+      return verdict::keep;  // the credit was taken from the header already
+    case vsock_op::credit_request:
+      need_credit_update_ = true;
+      return verdict::keep;
+    case vsock_op::shutdown:
+      if ((h.flags & vsock_shutdown_rcv) && !guest_rcv_closed_) {
+        guest_rcv_closed_ = true;
+        ::shutdown(fd_.get(), SHUT_RD);
+      }
+      if (h.flags & vsock_shutdown_send) guest_send_closed_ = true;
+      if (guest_send_closed_ && guest_rcv_closed_) return verdict::guest_closed;
+      maybe_shut_write();
+      return both_directions_done() ? verdict::finished : verdict::keep;
+    case vsock_op::rst:
+      return verdict::finished;
+    case vsock_op::request:
+      // A second REQUEST on a live connection: the guest lost track of it.
+      return verdict::reset;
+    case vsock_op::response:
+    case vsock_op::invalid:
+      // Linux ignores an unexpected RESPONSE on a connected socket.
+      return verdict::keep;
+  }
+  return verdict::keep;
+}
+
+vsock_connection::verdict vsock_connection::on_rw(const parsed_packet& packet) {
+  const std::size_t len = packet.payload_size();
+  if (guest_send_closed_) return verdict::reset;  // data after its own SHUTDOWN(SEND)
+  if (len == 0) return verdict::keep;
+  // The guest may have at most buf_alloc bytes unconsumed by us. Checking
+  // against our real fwd_cnt (never behind what we advertised) cannot reset a
+  // guest that respected the credit it was told about.
+  if (buffered_bytes() + len > settings_.buf_alloc) return verdict::reset;
+  rx_cnt_ += static_cast<std::uint32_t>(len);
+
+  std::size_t written = 0;
+  if (buffered_bytes() == 0) {
+    std::vector<iovec> iov;
+    iov.reserve(std::min<std::size_t>(packet.payload.size(), IOV_MAX));
+    for (const auto& s : packet.payload) {
+      if (iov.size() == IOV_MAX) break;
+      iov.push_back({const_cast<std::byte*>(s.data()), s.size()});
+    }
+    const ssize_t n = send_iov(fd_.get(), iov.data(), iov.size());
+    if (n < 0) return verdict::reset;
+    written = static_cast<std::size_t>(n);
+    fwd_cnt_ += static_cast<std::uint32_t>(written);
+  }
+  if (written < len) {
+    // Keep the rest: compact first so the buffer never grows past buf_alloc.
+    if (pending_head_ > 0) {
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(pending_head_));
+      pending_head_ = 0;
+    }
+    std::size_t skip = written;
+    for (const auto& s : packet.payload) {
+      if (skip >= s.size()) {
+        skip -= s.size();
+        continue;
+      }
+      pending_.insert(pending_.end(), s.begin() + static_cast<std::ptrdiff_t>(skip), s.end());
+      skip = 0;
+    }
+  }
+  consider_credit_update();
+  return verdict::keep;
+}
+
+bool vsock_connection::flush() {
+  while (buffered_bytes() > 0) {
+    iovec iov{pending_.data() + pending_head_, buffered_bytes()};
+    const ssize_t n = send_iov(fd_.get(), &iov, 1);
+    if (n < 0) return false;
+    if (n == 0) break;
+    pending_head_ += static_cast<std::size_t>(n);
+    fwd_cnt_ += static_cast<std::uint32_t>(n);
+  }
+  if (buffered_bytes() == 0) {
+    pending_.clear();
+    pending_head_ = 0;
+  }
+  return true;
+}
+
+vsock_connection::verdict vsock_connection::on_host_writable() {
+  if (state_ == state::connecting) return verdict::keep;
+  const bool ok = flush();
+  if (state_ == state::draining)
+    return !ok || buffered_bytes() == 0 ? verdict::finished : verdict::keep;
+  if (!ok) return verdict::reset;
+  consider_credit_update();
+  maybe_shut_write();
+  return both_directions_done() ? verdict::finished : verdict::keep;
+}
+
+void vsock_connection::maybe_shut_write() {
+  if (guest_send_closed_ && !write_shut_ && buffered_bytes() == 0) {
+    ::shutdown(fd_.get(), SHUT_WR);
+    write_shut_ = true;
+  }
+}
+
+void vsock_connection::consider_credit_update() {
+  if (state_ != state::established || guest_send_closed_) return;
+  const std::uint32_t unadvertised = fwd_cnt_ - last_adv_fwd_;
+  if (unadvertised == 0) return;
+  // What the guest believes it may still send.
+  const std::uint32_t guest_view = settings_.buf_alloc - (rx_cnt_ - last_adv_fwd_);
+  if (unadvertised >= settings_.buf_alloc / 4 || guest_view < settings_.max_payload)
+    need_credit_update_ = true;
+}
+
+vsock_connection::rx_fill vsock_connection::fill_rx(const descriptor_chain& chain) {
+  rx_fill r;
+  if (!wants_read()) return r;
+  const std::size_t cap = std::min<std::size_t>(
+      {payload_capacity(chain), std::size_t{peer_credit()}, settings_.max_payload});
+  if (cap == 0) return r;
+  const auto bufs = payload_buffers(chain, cap);
+  std::vector<iovec> iov;
+  iov.reserve(std::min<std::size_t>(bufs.size(), IOV_MAX));
+  for (const auto& b : bufs) {
+    if (iov.size() == IOV_MAX) break;
+    iov.push_back({b.data(), b.size()});
+  }
+  msghdr msg{};
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = iov.size();
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd_.get(), &msg, MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      r.would_block = true;
+      return r;
+    }
+    r.next = verdict::reset;
+    return r;
+  }
+  virtio_vsock_hdr h;
+  if (n == 0) {
+    host_eof_ = true;
+    h = header(vsock_op::shutdown);
+    h.flags = vsock_shutdown_send;
+  } else {
+    h = header(vsock_op::rw);
+    h.len = static_cast<std::uint32_t>(n);
+    tx_cnt_ += static_cast<std::uint32_t>(n);
+  }
+  auto used = write_header(chain, h);
+  if (!used) {  // cannot happen: cap fits the chain
+    r.next = verdict::reset;
+    return r;
+  }
+  r.used = *used;
+  if (both_directions_done()) r.next = verdict::finished;
+  return r;
+}
+
+}  // namespace hvsock::virtio
