@@ -31,14 +31,12 @@ ssize_t send_iov(int fd, iovec* iov, std::size_t count) {
 
 }  // namespace
 
-vsock_connection::vsock_connection(const settings& s, connection_key key, unique_fd host,
-                                   state st)
+vsock_connection::vsock_connection(const settings& s, connection_key key, unique_fd host, state st)
     : settings_(s), key_(key), fd_(std::move(host)), state_(st) {}
 
 vsock_connection vsock_connection::accept(const settings& s, const virtio_vsock_hdr& request,
                                           unique_fd host) {
-  vsock_connection c(s, {request.dst_port, request.src_port}, std::move(host),
-                     state::established);
+  vsock_connection c(s, {request.dst_port, request.src_port}, std::move(host), state::established);
   c.peer_buf_alloc_ = request.buf_alloc;
   c.peer_fwd_cnt_ = request.fwd_cnt;
   c.need_response_ = true;
@@ -129,10 +127,8 @@ vsock_connection::verdict vsock_connection::on_guest_packet(const parsed_packet&
       }
       if (h.op == op_value(vsock_op::rst)) return verdict::refused;
       return verdict::reset;
-    case state::established:
-      return on_established_packet(packet);
-    case state::draining:
-      return verdict::keep;  // not reachable: a draining connection has no key
+    case state::established: return on_established_packet(packet);
+    case state::draining: return verdict::keep;  // not reachable: a draining connection has no key
   }
   return verdict::keep;
 }
@@ -140,13 +136,10 @@ vsock_connection::verdict vsock_connection::on_guest_packet(const parsed_packet&
 vsock_connection::verdict vsock_connection::on_established_packet(const parsed_packet& packet) {
   const virtio_vsock_hdr& h = packet.header;
   switch (static_cast<vsock_op>(h.op)) {
-    case vsock_op::rw:
-      return on_rw(packet);
+    case vsock_op::rw: return on_rw(packet);
     case vsock_op::credit_update:
       return verdict::keep;  // the credit was taken from the header already
-    case vsock_op::credit_request:
-      need_credit_update_ = true;
-      return verdict::keep;
+    case vsock_op::credit_request: need_credit_update_ = true; return verdict::keep;
     case vsock_op::shutdown:
       if ((h.flags & vsock_shutdown_rcv) && !guest_rcv_closed_) {
         guest_rcv_closed_ = true;
@@ -156,8 +149,7 @@ vsock_connection::verdict vsock_connection::on_established_packet(const parsed_p
       if (guest_send_closed_ && guest_rcv_closed_) return verdict::guest_closed;
       maybe_shut_write();
       return both_directions_done() ? verdict::finished : verdict::keep;
-    case vsock_op::rst:
-      return verdict::finished;
+    case vsock_op::rst: return verdict::finished;
     case vsock_op::request:
       // A second REQUEST on a live connection: the guest lost track of it.
       return verdict::reset;
@@ -195,7 +187,8 @@ vsock_connection::verdict vsock_connection::on_rw(const parsed_packet& packet) {
   if (written < len) {
     // Keep the rest: compact first so the buffer never grows past buf_alloc.
     if (pending_head_ > 0) {
-      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(pending_head_));
+      pending_.erase(pending_.begin(),
+                     pending_.begin() + static_cast<std::ptrdiff_t>(pending_head_));
       pending_head_ = 0;
     }
     std::size_t skip = written;

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 
+#include <algorithm>
+#include <deque>
 #include <string>
 #include <utility>
 
@@ -58,8 +60,11 @@ void vsock_device::destroy(entry& e) {
     const auto it = by_key_.find(e.conn.key());
     if (it != by_key_.end() && it->second == e.id) by_key_.erase(it);
   }
-  // Stale ids left in control_ready_ / rx_ready_ are skipped when reached.
+  // Forget queued ids now: a guest churning connections while it posts no
+  // rx buffers must not grow these queues beyond max_connections.
   const std::uint64_t id = e.id;
+  if (e.in_control) std::erase(control_ready_, id);
+  if (e.in_rx_ready) std::erase(rx_ready_, id);
   entries_.erase(id);  // closes the host fd
 }
 
@@ -121,29 +126,25 @@ void vsock_device::settle(entry& e) {
 void vsock_device::apply(entry& e, vsock_connection::verdict v) {
   using verdict = vsock_connection::verdict;
   switch (v) {
-    case verdict::keep:
-      settle(e);
-      return;
+    case verdict::keep: settle(e); return;
     case verdict::connected:
       complete(e, {});
       settle(e);
       return;
     case verdict::refused:
-      complete(e, failure(errc::connection_refused,
-                          "connect guest port " + std::to_string(e.conn.key().peer_port) +
-                              ": refused by the guest"));
+      complete(e, failure(errc::connection_refused, "connect guest port " +
+                                                        std::to_string(e.conn.key().peer_port) +
+                                                        ": refused by the guest"));
       destroy(e);
       return;
     case verdict::reset:
       queue_stateless(e.conn.rst());
-      complete(e, failure(errc::connection_refused,
-                          "connect guest port " + std::to_string(e.conn.key().peer_port) +
-                              ": protocol error from the guest"));
+      complete(e, failure(errc::connection_refused, "connect guest port " +
+                                                        std::to_string(e.conn.key().peer_port) +
+                                                        ": protocol error from the guest"));
       destroy(e);
       return;
-    case verdict::finished:
-      destroy(e);
-      return;
+    case verdict::finished: destroy(e); return;
     case verdict::guest_closed:
       queue_stateless(e.conn.rst());
       if (e.conn.buffered_bytes() == 0) {

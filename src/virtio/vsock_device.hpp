@@ -7,6 +7,10 @@
 // - on_tx_kick(): the guest queued packets. Each tx chain is parsed
 //   (vsock_packet), handled, and returned to the guest at once (a payload is
 //   written to the host fd or copied into the connection's buffer first).
+//   One call drains the ring: the guest kicks only when it adds to an empty
+//   ring, so stopping early would need a re-arm the owner does not have.
+//   What a guest can make one packet cost is bounded (one syscall, at most
+//   one queued reply), and data it may send is bounded by our credit.
 // - on_rx_kick(): the guest posted receive buffers; pending packets go out.
 // - host fd readiness: the device watches each connection's host fd through
 //   an fd_watcher (hvsockd's event_loop, or a test's poll loop).
@@ -121,7 +125,7 @@ struct vsock_device_options {
   std::size_t max_connections = 1024;
   std::uint32_t buf_alloc = 256 * 1024;  // per-connection receive buffer we advertise
   std::size_t max_payload = default_max_payload;
-  std::size_t max_pending_control = 4096;  // stateless packets waiting for rx buffers
+  std::size_t max_pending_control = 4096;            // stateless packets waiting for rx buffers
   std::chrono::milliseconds connect_timeout{10000};  // host-initiated connects
   std::chrono::milliseconds drain_timeout{30000};    // writing a closed guest's data
   // Host-side ports for host-initiated connections are taken from here up
@@ -130,9 +134,9 @@ struct vsock_device_options {
 };
 
 struct vsock_device_stats {
-  std::uint64_t packets_dropped = 0;   // malformed, misaddressed, ignored
-  std::uint64_t resets_sent = 0;       // RSTs queued for the guest
-  std::uint64_t control_dropped = 0;   // stateless packets lost to a full queue
+  std::uint64_t packets_dropped = 0;  // malformed, misaddressed, ignored
+  std::uint64_t resets_sent = 0;      // RSTs queued for the guest
+  std::uint64_t control_dropped = 0;  // stateless packets lost to a full queue
   std::uint64_t connections_opened = 0;
   std::uint64_t connections_refused = 0;  // guest REQUESTs refused
 };

@@ -101,12 +101,12 @@ class poll_watcher final : public fd_watcher {
   }
 
  private:
-  struct w {
+  struct watched {
     int fd;
     std::uint32_t events;
     std::shared_ptr<handler> on_event;
   };
-  std::map<watch_id, w> watches_;
+  std::map<watch_id, watched> watches_;
   watch_id next_ = 1;
 };
 
@@ -211,6 +211,7 @@ class fake_guest {
   std::size_t tx_in_flight() const { return tx_heads_.size(); }
 
   fake_driver& rx_driver() { return rx_; }
+  fake_driver& tx_driver() { return tx_; }
 
  private:
   void reclaim_tx() {
@@ -296,17 +297,18 @@ class guest_stack {
     }
     return sent;
   }
-  void shutdown(guest_socket& s, std::uint32_t flags) { g_.send(header(s, vsock_op::shutdown, flags)); }
+  void shutdown(guest_socket& s, std::uint32_t flags) {
+    g_.send(header(s, vsock_op::shutdown, flags));
+  }
 
   // The application reads what is queued on `s`: credit goes back.
   void consume(guest_socket& s) {
     s.fwd_cnt += static_cast<std::uint32_t>(s.unread);
     s.unread = 0;
-    if (s.fwd_cnt - s.last_adv >= 65536 || (s.rx_cnt - s.last_adv) >= s.buf_alloc - 65536) {
-      if (s.fwd_cnt != s.last_adv) {
-        s.last_adv = s.fwd_cnt;
-        g_.send(header(s, vsock_op::credit_update));
-      }
+    if (s.fwd_cnt != s.last_adv &&
+        s.fwd_cnt - s.last_adv >= std::min<std::uint32_t>(65536, s.buf_alloc / 4)) {
+      s.last_adv = s.fwd_cnt;
+      g_.send(header(s, vsock_op::credit_update));
     }
   }
 
@@ -520,7 +522,7 @@ TEST_F(VsockDevice, UnknownOpsTypesAndConnectionsGetRst) {
   guest_->send(h);  // unknown op
   h = raw_header(vsock_op::request, 1025, 2761);
   h.type = static_cast<std::uint16_t>(vsock_type::seqpacket);
-  guest_->send(h);  // unsupported type
+  guest_->send(h);                                                     // unsupported type
   guest_->send(raw_header(vsock_op::rw, 1026, 2761), pattern(10, 1));  // no such connection
   guest_->send(raw_header(vsock_op::shutdown, 1027, 2761));
   guest_->send(raw_header(vsock_op::credit_request, 1028, 2761));
@@ -541,19 +543,12 @@ TEST_F(VsockDevice, UnknownOpsTypesAndConnectionsGetRst) {
 }
 
 TEST_F(VsockDevice, MalformedPacketIsDropped) {
-  auto h = raw_header(vsock_op::request, 1024, 2761);
-  h.len = 100;  // but nothing follows: framing broken
-  const auto hb = encode_header(h);
-  // Send through the raw path: fake_guest::send fixes len, so craft directly.
-  guest_->send(raw_header(vsock_op::credit_update, 1, 1), {});  // sanity: answered with RST
+  // A payload on a non-RW packet: framing the device cannot trust.
+  guest_->send(raw_header(vsock_op::shutdown, 1024, 2761), pattern(5, 1));
   settle();
-  EXPECT_EQ(stack_->log.size(), 1u);
-  (void)hb;
-  auto bad = raw_header(vsock_op::shutdown, 1024, 2761);
-  guest_->send(bad, pattern(5, 1));  // a payload on a non-RW packet
-  settle();
-  EXPECT_EQ(stack_->log.size(), 1u);
+  EXPECT_TRUE(stack_->log.empty());
   EXPECT_EQ(dev_->stats().packets_dropped, 1u);
+  EXPECT_EQ(guest_->tx_in_flight(), 0u);
 }
 
 TEST_F(VsockDevice, RequestForLiveConnectionResetsIt) {
@@ -625,7 +620,6 @@ TEST_F(VsockDevice, GuestThatRespectsCreditIsNeverResetByASlowHost) {
   EXPECT_LT(sent, up.size());
   EXPECT_GE(sent, 256u * 1024);
   EXPECT_FALSE(s.reset);
-  EXPECT_TRUE(loop_.watching(fd == -1 ? -1 : -2, 0) || true);
   checksum got, want;
   want.add(up);
   ASSERT_TRUE(run_until([&] {
@@ -723,7 +717,7 @@ TEST_F(VsockDevice, GuestCloseSendsRstAndStillDeliversBufferedData) {
   ASSERT_EQ(stack_->send(s, up), up.size());  // most of it is buffered in the device
   stack_->shutdown(s, vsock_shutdown_send | vsock_shutdown_rcv);
   stack_->receive();
-  EXPECT_TRUE(s.reset);                      // the guest may release its socket now
+  EXPECT_TRUE(s.reset);                     // the guest may release its socket now
   EXPECT_EQ(dev_->connection_count(), 1u);  // draining
   checksum got, want;
   want.add(up);
@@ -907,7 +901,7 @@ TEST_F(VsockDevice, ResetClosesHostEndsAndFailsPendingConnects) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
   std::optional<result<void>> outcome;
-  guest_->receive(false);  // no rx buffers: the REQUEST cannot even go out
+  // The guest gets the REQUEST (nobody runs its stack) but never answers.
   dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<void> r) { outcome = r; });
   dev_->reset();
   EXPECT_EQ(dev_->connection_count(), 0u);
@@ -936,8 +930,8 @@ TEST_F(VsockDevice, RxStarvationThenRecovery) {
   stack_.reset();
   dev_.reset();
   guest_ = std::make_unique<fake_guest>();
-  dev_ = std::make_unique<vsock_device>(vsock_device_options{.guest_cid = guest_cid}, host_,
-                                        loop_, [this](std::uint16_t q) { ++notified_[q]; });
+  dev_ = std::make_unique<vsock_device>(vsock_device_options{.guest_cid = guest_cid}, host_, loop_,
+                                        [this](std::uint16_t q) { ++notified_[q]; });
   guest_->attach(*dev_);
   stack_ = std::make_unique<guest_stack>(*guest_);
   host_.listening.insert(2761);
@@ -968,15 +962,91 @@ TEST_F(VsockDevice, RxStarvationThenRecovery) {
 TEST_F(VsockDevice, StopAndRestartQueuesKeepsConnections) {
   auto& s = open(2761);
   const int fd = app(s);
-  // Stopping rings (GET_VRING_BASE) pauses the device.
-  EXPECT_EQ(dev_->stop_queue(vsock_rx_queue), guest_->rx_driver().avail_idx());
-  dev_->stop_queue(vsock_tx_queue);
+  // Stopping rings (GET_VRING_BASE, a memory table change) pauses the device.
+  const std::uint16_t rx_base = dev_->stop_queue(vsock_rx_queue);
+  const std::uint16_t tx_base = dev_->stop_queue(vsock_tx_queue);
+  EXPECT_FALSE(dev_->queue_running(vsock_rx_queue));
   EXPECT_EQ(dev_->connection_count(), 1u);
-  const auto down = pattern(5000, 3);
-  host_write(fd, down, 0);
+  const auto down = pattern(50000, 3);
+  ASSERT_EQ(host_write(fd, down, 0), down.size());
   for (int i = 0; i < 5; ++i) loop_.run_once(0);
   EXPECT_EQ(s.got.n, 0u);
   EXPECT_FALSE(dev_->start_queue(7, guest_->rx_driver().make_queue()));
+  // The same rings start again where they stopped: the data flows.
+  auto rx_cfg = guest_->rx_driver().config();
+  rx_cfg.last_avail_idx = rx_base;
+  auto tx_cfg = guest_->tx_driver().config();
+  tx_cfg.last_avail_idx = tx_base;
+  auto rxq = split_virtqueue::create(guest_->rx_driver().memory(), rx_cfg);
+  auto txq = split_virtqueue::create(guest_->tx_driver().memory(), tx_cfg);
+  ASSERT_TRUE(rxq && txq);
+  ASSERT_TRUE(dev_->start_queue(vsock_tx_queue, std::move(*txq)));
+  ASSERT_TRUE(dev_->start_queue(vsock_rx_queue, std::move(*rxq)));
+  ASSERT_TRUE(run_until([&] { return s.got.n == down.size(); }));
+  checksum want;
+  want.add(down);
+  EXPECT_EQ(s.got, want);
+}
+
+TEST_F(VsockDevice, NoNotificationWhenGuestSuppressesInterrupts) {
+  host_.listening.insert(2761);
+  guest_->rx_driver().set_avail_flags(virtq_avail_f_no_interrupt);
+  const int before = notified_[vsock_rx_queue];
+  auto& s = stack_->connect(2761);
+  stack_->receive();
+  EXPECT_TRUE(s.connected);  // the RESPONSE was delivered all the same
+  EXPECT_EQ(notified_[vsock_rx_queue], before);
+  guest_->rx_driver().set_avail_flags(0);
+  guest_->send(stack_->header(s, vsock_op::credit_request));
+  EXPECT_GT(notified_[vsock_rx_queue], before);
+}
+
+TEST_F(VsockDevice, DrainTimeoutClosesAHostThatNeverReads) {
+  host_.device_sndbuf = 4096;
+  auto& s = open(2761);
+  ASSERT_EQ(stack_->send(s, pattern(200000, 2)), 200000u);
+  stack_->shutdown(s, vsock_shutdown_send | vsock_shutdown_rcv);
+  EXPECT_EQ(dev_->connection_count(), 1u);  // draining
+  dev_->on_tick(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  EXPECT_EQ(dev_->connection_count(), 1u);
+  dev_->on_tick(std::chrono::steady_clock::now() + std::chrono::seconds(31));
+  EXPECT_EQ(dev_->connection_count(), 0u);
+  EXPECT_EQ(loop_.count(), 0u);
+}
+
+TEST_F(VsockDevice, HostInitiatedConnectBeyondLimitFails) {
+  vsock_device_options opts;
+  opts.max_connections = 1;
+  make_device(opts);
+  open(2761);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+  unique_fd app_end(sv[1]);
+  std::optional<result<void>> outcome;
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<void> r) { outcome = r; });
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_EQ(outcome->error().code(), make_error_code(errc::limit_reached));
+}
+
+TEST_F(VsockDevice, ChurnWhileStarvedKeepsQueuesBounded) {
+  // No rx buffers: every RESPONSE waits; the guest resets each connection
+  // before it is answered. Nothing may accumulate.
+  guest_ = std::make_unique<fake_guest>();
+  stack_.reset();
+  dev_ = std::make_unique<vsock_device>(vsock_device_options{.guest_cid = guest_cid}, host_, loop_,
+                                        nullptr);
+  guest_->attach(*dev_);
+  stack_ = std::make_unique<guest_stack>(*guest_);
+  host_.listening.insert(2761);
+  for (int i = 0; i < 3000; ++i) {
+    auto& s = stack_->connect(2761);
+    guest_->send(stack_->header(s, vsock_op::rst));
+    host_.apps.clear();
+  }
+  EXPECT_EQ(dev_->connection_count(), 0u);
+  guest_->post_rx(4);
+  stack_->receive();
+  EXPECT_TRUE(stack_->log.empty());  // no stale RESPONSE went out
 }
 
 }  // namespace
