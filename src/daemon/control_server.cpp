@@ -77,7 +77,37 @@ std::string control_server::socket_path(std::string_view partition_name) const {
   return detail::partition_socket_path(options_.runtime_dir, partition_name);
 }
 
+std::string control_server::vhost_user_socket_path(std::string_view partition_name) const {
+  return detail::vhost_user_socket_path(options_.runtime_dir, partition_name);
+}
+
+bool control_server::guest_attached(std::string_view partition_name) const {
+  auto it = guests_.find(partition_name);
+  return it != guests_.end() && it->second->attached();
+}
+
+result<void> control_server::open_guest(const partition& p) {
+  if (guests_.contains(p.name)) return {};
+  const std::string name = p.name;
+  auto guest = qemu_guest::open(
+      loop_, name, p.cid, vhost_user_socket_path(name), options_.sockets,
+      [this, name](std::uint32_t dst_port, std::uint32_t src_port) -> result<unique_fd> {
+        // The guest's kernel addressed CID 2, its parent; its own port is
+        // the connector's service.
+        const partition* source = partitions_.find(name);
+        if (source == nullptr) return failure(errc::unknown_partition, name);
+        const endpoint target{vm_id_parent, service_id_from_port(dst_port)};
+        vm_id peer;
+        return broker(*source, target, endpoint{source->id, service_id_from_port(src_port)}, peer);
+      },
+      log_);
+  if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
+  guests_.emplace(name, std::move(*guest));
+  return {};
+}
+
 result<void> control_server::open_partition(const partition& p) {
+  if (p.qemu) return open_guest(p);
   if (sockets_.contains(p.name)) return {};
   partition_socket s;
   s.path = socket_path(p.name);
@@ -97,6 +127,7 @@ result<void> control_server::open_partition(const partition& p) {
 }
 
 void control_server::close_partition(std::string_view name) {
+  if (auto g = guests_.find(name); g != guests_.end()) guests_.erase(g);
   auto it = sockets_.find(name);
   if (it == sockets_.end()) return;
   const std::vector<std::uint64_t> members(it->second.clients.begin(), it->second.clients.end());
@@ -107,6 +138,7 @@ void control_server::close_partition(std::string_view name) {
 }
 
 void control_server::close_all() {
+  guests_.clear();
   while (!sockets_.empty()) close_partition(sockets_.begin()->first);
 }
 
@@ -228,16 +260,42 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
     close_client(c.id);
     return;
   }
-  auto decision = router_.route(*source, target);
-  if (!decision) return refuse(c, target, decision.error());
+  std::uint32_t& next_port = sock->second.next_port;
+  const std::uint32_t port = next_port;
+  next_port = next_port == 0xffffffffu ? first_ephemeral_port : next_port + 1;
+  const endpoint connector_local{source->id, service_id_from_port(port)};
 
+  vm_id peer;
+  auto connector_end = broker(*source, target, connector_local, peer);
+  if (!connector_end) return refuse(c, connector_end.error());
+  const auto reply = wire::make_reply(connector_local, endpoint{peer, target.service});
+  if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), connector_end->get(),
+                                       MSG_DONTWAIT);
+      !sent) {
+    // The listener already has its end; it will read EOF when ours closes.
+    log_(fmt::format("{}: connect {}: the connector went away before the reply ({})", c.partition,
+                     target.to_string(), sent.error().message()));
+  }
+  close_client(c.id);
+}
+
+result<unique_fd> control_server::broker(const partition& source, const endpoint& target,
+                                         const endpoint& connector_local, vm_id& peer) {
+  auto decision = router_.route(source, target);
+  if (!decision) {
+    count_refusal(source.name, target, decision.error());
+    return decision.error();
+  }
+  auto refused = [&](failure why) -> result<unique_fd> {
+    count_refusal(source.name, target, why);
+    return why;
+  };
   auto found = clients_.find(decision->listener);
   if (found == clients_.end())  // cannot happen: closing a listener unbinds it
-    return refuse(c, target, failure(errc::connection_refused, "the listener went away"));
+    return refused(failure(errc::connection_refused, "the listener went away"));
   client& listener = found->second;
   if (listener.pending >= listener.backlog)
-    return refuse(
-        c, target,
+    return refused(
         failure(errc::backlog_full,
                 fmt::format("the listener {} in \"{}\" has {} connections waiting "
                             "(its backlog)",
@@ -245,14 +303,9 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
 
   int ends[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
-    return refuse(c, target, make_system_error(errno, "the switch could not create a stream"));
+    return refused(make_system_error(errno, "the switch could not create a stream"));
   unique_fd listener_end(ends[0]);
   unique_fd connector_end(ends[1]);
-
-  std::uint32_t& next_port = sock->second.next_port;
-  const std::uint32_t port = next_port;
-  next_port = next_port == 0xffffffffu ? first_ephemeral_port : next_port + 1;
-  const endpoint connector_local{source->id, service_id_from_port(port)};
 
   auto incoming = wire::make<wire::incoming>(wire::message_type::incoming);
   incoming.local = wire::to_raw(decision->listener_local);
@@ -261,35 +314,25 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
                                      listener_end.get(), MSG_DONTWAIT);
   if (!queued) {
     if (queued.error().code() == errc::would_block)
-      return refuse(c, target,
-                    failure(errc::backlog_full,
-                            fmt::format("the listener {} in \"{}\" is not taking connections "
-                                        "(its socket buffer is full)",
-                                        listener.bound.to_string(), decision->target_name)));
+      return refused(failure(errc::backlog_full,
+                             fmt::format("the listener {} in \"{}\" is not taking connections "
+                                         "(its socket buffer is full)",
+                                         listener.bound.to_string(), decision->target_name)));
     log_(fmt::format("{}: listener {} closed ({})", decision->target_name,
                      listener.bound.to_string(), queued.error().message()));
+    const std::string target_name = decision->target_name;
     close_client(listener.id);
-    return refuse(c, target,
-                  failure(errc::connection_refused,
-                          fmt::format("the listener in \"{}\" went away", decision->target_name)));
+    return refused(failure(errc::connection_refused,
+                           fmt::format("the listener in \"{}\" went away", target_name)));
   }
   ++listener.pending;
   counters_.record_accepted(target.service, inode_of(listener_end.get()),
                             inode_of(connector_end.get()));
-
-  const auto reply =
-      wire::make_reply(connector_local, endpoint{decision->connector_peer, target.service});
-  if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), connector_end.get(),
-                                       MSG_DONTWAIT);
-      !sent) {
-    // The listener already has its end; it will read EOF when ours closes.
-    log_(fmt::format("{}: connect {}: the connector went away before the reply ({})", c.partition,
-                     target.to_string(), sent.error().message()));
-  } else if (options_.log_connections) {
-    log_(fmt::format("{}: connect {}: to \"{}\" (listener {})", c.partition, target.to_string(),
+  if (options_.log_connections)
+    log_(fmt::format("{}: connect {}: to \"{}\" (listener {})", source.name, target.to_string(),
                      decision->target_name, decision->listener_local.to_string()));
-  }
-  close_client(c.id);
+  peer = decision->connector_peer;
+  return connector_end;
 }
 
 void control_server::handle_bind(client& c, const wire::bind_request& request) {
@@ -323,12 +366,16 @@ void control_server::handle_bind(client& c, const wire::bind_request& request) {
                    c.backlog));
 }
 
-void control_server::refuse(client& c, const endpoint& target, const failure& why) {
+void control_server::count_refusal(const std::string& partition, const endpoint& target,
+                                   const failure& why) {
   if (services_.find(target.service) != nullptr)
     counters_.record_refused(target.service, refusal_reason_for(why.code()));
   else
     counters_.record_unregistered_refused();
-  log_(fmt::format("{}: connect {}: refused: {}", c.partition, target.to_string(), why.message()));
+  log_(fmt::format("{}: connect {}: refused: {}", partition, target.to_string(), why.message()));
+}
+
+void control_server::refuse(client& c, const failure& why) {
   const auto reply = wire::make_reply(why);
   (void)detail::send_message(c.fd.get(), wire::as_bytes(reply), -1, MSG_DONTWAIT);
   close_client(c.id);

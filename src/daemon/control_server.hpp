@@ -38,6 +38,7 @@
 
 #include "daemon/event_loop.hpp"
 #include "daemon/partition_tree.hpp"
+#include "daemon/qemu_guest.hpp"
 #include "daemon/router.hpp"
 #include "daemon/service_counters.hpp"
 #include "daemon/service_registry.hpp"
@@ -73,6 +74,9 @@ class control_server {
   void close_all();
 
   std::string socket_path(std::string_view partition_name) const;
+  // A QEMU partition's vhost-user socket, and whether a QEMU is attached.
+  std::string vhost_user_socket_path(std::string_view partition_name) const;
+  bool guest_attached(std::string_view partition_name) const;
   std::size_t client_count() const { return clients_.size(); }
 
  private:
@@ -95,12 +99,20 @@ class control_server {
     std::uint32_t pending = 0;  // incoming sent, accepted not yet received
   };
 
+  result<void> open_guest(const partition& p);
   void on_partition_socket(const std::string& name);
   void on_client(std::uint64_t id);
   void handle_message(client& c, std::span<const std::byte> data);
   void handle_connect(client& c, const detail::wire::connect_request& request);
+  // Routes a connect from `source` to `target` and, when allowed, queues the
+  // new stream on the matching listener; returns the connector's end. Every
+  // refusal is counted and logged here. `peer` receives how the source names
+  // the target.
+  result<unique_fd> broker(const partition& source, const endpoint& target,
+                           const endpoint& connector_local, vm_id& peer);
   void handle_bind(client& c, const detail::wire::bind_request& request);
-  void refuse(client& c, const endpoint& target, const failure& why);
+  void refuse(client& c, const failure& why);
+  void count_refusal(const std::string& partition, const endpoint& target, const failure& why);
   void protocol_error(client& c, const std::string& what);
   void close_client(std::uint64_t id);
 
@@ -114,6 +126,7 @@ class control_server {
   log_function log_;
 
   std::map<std::string, partition_socket, std::less<>> sockets_;
+  std::map<std::string, std::unique_ptr<qemu_guest>, std::less<>> guests_;
   std::unordered_map<std::uint64_t, client> clients_;
   std::uint64_t next_client_id_ = 1;
   bool limit_logged_ = false;  // "client limit reached" is logged once per episode

@@ -54,6 +54,14 @@ result<std::optional<std::uint32_t>> optional_u32(const json& request, const cha
   return std::optional<std::uint32_t>(v->get<std::uint32_t>());
 }
 
+result<bool> optional_bool(const json& request, const char* key, std::string_view op) {
+  const json* v = field(request, key);
+  if (v == nullptr) return false;
+  if (!v->is_boolean())
+    return bad_request(fmt::format("{}: \"{}\" must be true or false", op, key));
+  return v->get<bool>();
+}
+
 result<std::optional<guid>> optional_guid(const json& request, const char* key,
                                           std::string_view op) {
   auto text = optional_string(request, key, op);
@@ -188,12 +196,21 @@ json management_server::describe(const service_entry& s) const {
 
 json management_server::describe(const partition& p) const {
   const partition* parent = ctx_.partitions.parent_of(p);
-  return json{{"name", p.name},
-              {"id", p.id.to_string()},
-              {"kind", std::string(to_string(p.kind))},
-              {"parent", parent != nullptr ? json(parent->name) : json(nullptr)},
-              {"cid", p.cid},
-              {"control_socket", ctx_.control.socket_path(p.name)}};
+  json out{{"name", p.name},
+           {"id", p.id.to_string()},
+           {"kind", std::string(to_string(p.kind))},
+           {"parent", parent != nullptr ? json(parent->name) : json(nullptr)},
+           {"cid", p.cid},
+           {"backend", p.qemu ? "qemu" : "emulated"}};
+  if (p.qemu) {
+    // Processes cannot join a QEMU guest; QEMU attaches to its socket.
+    out["control_socket"] = nullptr;
+    out["vhost_user_socket"] = ctx_.control.vhost_user_socket_path(p.name);
+    out["guest_attached"] = ctx_.control.guest_attached(p.name);
+  } else {
+    out["control_socket"] = ctx_.control.socket_path(p.name);
+  }
+  return out;
 }
 
 result<json> management_server::status() const {
@@ -305,6 +322,9 @@ result<json> management_server::vm_create(const json& request) {
   auto cid = optional_u32(request, "cid", op);
   if (!cid) return cid.error();
   spec.cid = *cid;
+  auto qemu = optional_bool(request, "qemu", op);
+  if (!qemu) return qemu.error();
+  spec.qemu = *qemu;
 
   const partition_tree before = ctx_.partitions;
   auto created = ctx_.partitions.create(spec);

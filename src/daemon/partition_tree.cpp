@@ -103,6 +103,8 @@ result<const partition*> partition_tree::create(const partition_spec& spec) {
                    fmt::format("a VM's parent must be the host, not {} (a container may run "
                                "in a VM)",
                                describe(*parent)));
+  if (spec.qemu && spec.kind != partition_kind::vm)
+    return failure(errc::invalid_argument, "only a VM can be a QEMU guest, not a container");
   if (spec.kind == partition_kind::container && parent->kind == partition_kind::container)
     return failure(
         errc::invalid_argument,
@@ -147,7 +149,7 @@ result<const partition*> partition_tree::create(const partition_spec& spec) {
         errc::limit_reached,
         fmt::format("the switch already has {} partitions (the limit)", max_partitions_));
 
-  partition p{spec.name, id, spec.kind, cid, parent->id};
+  partition p{spec.name, id, spec.kind, cid, parent->id, spec.qemu};
   name_by_id_.emplace(id, p.name);
   name_by_cid_.emplace(cid, p.name);
   auto [it, inserted] = by_name_.emplace(p.name, std::move(p));

@@ -38,6 +38,9 @@ struct partition {
   partition_kind kind = partition_kind::vm;
   std::uint32_t cid = 0;
   std::optional<vm_id> parent;  // nullopt only for the host
+  // A real QEMU guest behind a vhost-user-vsock socket, instead of processes
+  // joining through a control socket. Only VMs can be.
+  bool qemu = false;
 };
 
 // What a caller asks for; unset id/cid are chosen by the tree.
@@ -47,6 +50,7 @@ struct partition_spec {
   std::string parent{"host"};
   std::optional<vm_id> id;
   std::optional<std::uint32_t> cid;
+  bool qemu = false;
 };
 
 class partition_tree {

@@ -98,6 +98,11 @@ result<route_decision> router::route(const partition& source, const endpoint& ta
   const partition& dest = **resolved;
   if (auto allowed = check_permission(source, dest, target.service); !allowed)
     return allowed.error();
+  if (dest.qemu && dest.id != source.id)
+    return failure(errc::connection_refused,
+                   fmt::format("connections into QEMU guest \"{}\" are not supported yet (the "
+                               "guest can connect out to the host)",
+                               dest.name));
 
   // Most specific first: the connector's own VmId, then its relation to the
   // target, then anyone.

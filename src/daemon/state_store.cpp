@@ -96,6 +96,12 @@ switch_state parse_state(const json& root, const state_limits& limits) {
     if (!cid.is_number_unsigned() || cid.get<unsigned long long>() > 0xffffffffULL)
       throw invalid_state(where + ": \"cid\" must be an integer from 0 to 4294967295");
     spec.cid = cid.get<std::uint32_t>();
+    // "backend" is optional: absent means an emulated partition.
+    if (auto backend = p.find("backend"); backend != p.end()) {
+      if (!backend->is_string() || (*backend != "qemu" && *backend != "emulated"))
+        throw invalid_state(where + ": \"backend\" must be \"emulated\" or \"qemu\"");
+      spec.qemu = *backend == "qemu";
+    }
     pending.emplace_back(std::move(spec), std::move(where));
   }
   while (!pending.empty()) {
@@ -163,6 +169,7 @@ std::string state_store::serialize(const partition_tree& partitions,
     entry["kind"] = std::string(to_string(p->kind));
     entry["parent"] = partitions.parent_of(*p)->name;
     entry["cid"] = p->cid;
+    if (p->qemu) entry["backend"] = "qemu";
     list.push_back(std::move(entry));
   }
   root["partitions"] = std::move(list);

@@ -7,6 +7,7 @@
 //                $XDG_STATE_HOME/hvsock, else ~/.local/state/hvsock
 //   <runtime>/hvsockd.sock              management socket (CLI)
 //   <runtime>/partitions/<name>.sock    a partition's control socket
+//   <runtime>/vhost-user/<name>.sock    a QEMU partition's vhost-user socket
 //
 // A process's partition: HVSOCK_CONTROL_SOCKET (set by `hvsock run`), else
 // the host partition's control socket.
@@ -28,6 +29,8 @@ std::string default_state_dir();
 std::string management_socket_path(const std::string& runtime_dir);
 std::string partitions_dir(const std::string& runtime_dir);
 std::string partition_socket_path(const std::string& runtime_dir, std::string_view partition);
+// A QEMU partition's vhost-user-vsock socket: <runtime>/vhost-user/<name>.sock
+std::string vhost_user_socket_path(const std::string& runtime_dir, std::string_view partition);
 
 // The control socket this process uses when the caller names none.
 std::string process_control_socket();

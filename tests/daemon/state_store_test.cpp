@@ -221,3 +221,47 @@ TEST_F(StateStoreTest, SaveFailsCleanlyWhenTheDirectoryIsGone) {
 
 }  // namespace
 }  // namespace hvsock::daemon
+
+namespace hvsock::daemon {
+namespace {
+
+TEST_F(StateStoreTest, QemuBackendRoundTripsAndDefaultsToEmulated) {
+  partition_tree tree(host_id);
+  partition_spec q;
+  q.name = "guest";
+  q.qemu = true;
+  ASSERT_TRUE(tree.create(q));
+  partition_spec e;
+  e.name = "emu";
+  ASSERT_TRUE(tree.create(e));
+  state_store store(dir_);
+  ASSERT_TRUE(store.save(tree, service_registry()));
+  EXPECT_NE(read().find("\"backend\": \"qemu\""), std::string::npos) << read();
+  auto loaded = store.load();
+  ASSERT_TRUE(loaded && *loaded) << (loaded ? "" : loaded.error().message());
+  EXPECT_TRUE((*loaded)->partitions.find("guest")->qemu);
+  EXPECT_FALSE((*loaded)->partitions.find("emu")->qemu);
+
+  // An unknown backend is an error that names the field.
+  std::string text = read();
+  text.replace(text.find("\"qemu\""), 6, "\"xen\"");
+  write(text);
+  auto bad = store.load();
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("backend"), std::string::npos) << bad.error().message();
+}
+
+TEST(PartitionTreeQemu, OnlyVmsCanBeQemuGuests) {
+  partition_tree tree(host_id);
+  partition_spec c;
+  c.name = "box";
+  c.kind = partition_kind::container;
+  c.qemu = true;
+  auto r = tree.create(c);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), make_error_code(errc::invalid_argument));
+  EXPECT_NE(r.error().message().find("QEMU"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hvsock::daemon

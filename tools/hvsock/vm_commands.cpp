@@ -12,6 +12,7 @@ struct vm_args {
   std::string kind = "vm";
   std::string id;
   std::optional<std::uint32_t> cid;
+  bool qemu = false;
   bool json = false;
 };
 
@@ -36,14 +37,20 @@ void add_vm_commands(CLI::App& app, global_options& options) {
   create->add_option("--id", args->id, "the VmId (default: a new random GUID)");
   create->add_option("--cid", args->cid, "the vsock CID (default: the lowest free from 3)")
       ->check(CLI::Range(3u, 0xfffffffeu));
+  create->add_flag("--qemu", args->qemu,
+                   "a real QEMU guest: hvsockd serves a vhost-user-vsock socket for it (its "
+                   "path is printed on stderr; see docs/qemu.md)");
   create->callback([args, &options] {
     nlohmann::json request{{"name", args->name}, {"kind", args->kind}};
     if (!args->parent.empty()) request["parent"] = args->parent;
     if (!args->id.empty()) request["id"] = must(guid::parse(args->id)).to_string();
     if (args->cid) request["cid"] = *args->cid;
+    if (args->qemu) request["qemu"] = true;
     auto client = open_management(options);
     const auto created = must(client.call("vm.create", request));
     std::cout << created.value("id", "") << "\n";
+    if (args->qemu)
+      std::cerr << "vhost-user socket: " << created.value("vhost_user_socket", "") << "\n";
   });
 
   auto* list = vm->add_subcommand("list", "List partitions");
