@@ -6,12 +6,6 @@
 #include <cstring>
 
 namespace hvsock::detail {
-namespace {
-// Room for a handful of fds, so extras can be seen (and closed) rather than
-// silently discarded by the kernel with MSG_CTRUNC.
-constexpr std::size_t max_fds_seen = 8;
-}  // namespace
-
 result<void> send_message(int socket, std::span<const std::byte> data, int fd_to_pass, int flags) {
   iovec iov{const_cast<std::byte*>(data.data()), data.size()};
   msghdr msg{};
@@ -40,12 +34,13 @@ result<void> send_message(int socket, std::span<const std::byte> data, int fd_to
   }
 }
 
-result<received_message> receive_message(int socket, std::span<std::byte> buffer, int flags) {
+result<received_message> receive_message(int socket, std::span<std::byte> buffer, int flags,
+                                         std::vector<unique_fd>* all_fds) {
   iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds_seen)];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds_per_message)];
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t n;
@@ -65,7 +60,12 @@ result<received_message> receive_message(int socket, std::span<std::byte> buffer
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
       unique_fd owned(fd);
-      if (out.fd_count++ == 0) out.fd = std::move(owned);
+      if (all_fds != nullptr) {
+        all_fds->push_back(std::move(owned));
+      } else if (out.fd_count == 0) {
+        out.fd = std::move(owned);
+      }
+      ++out.fd_count;
     }
   }
   out.size = static_cast<std::size_t>(n);

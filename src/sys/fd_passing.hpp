@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <span>
+#include <vector>
 
 #include <hvsock/result.hpp>
 #include <hvsock/unique_fd.hpp>
@@ -26,8 +27,15 @@ struct received_message {
   unique_fd fd;                    // the first fd received, if any
 };
 
+// The most fds one message may carry; more set control_truncated (the kernel
+// closes what does not fit).
+inline constexpr std::size_t max_fds_per_message = 8;
+
 // Receives one message into `buffer`. EINTR is retried. EAGAIN comes back as
-// errc::would_block.
-result<received_message> receive_message(int socket, std::span<std::byte> buffer, int flags = 0);
+// errc::would_block. With `all_fds`, every fd received is appended there
+// (owned at once) and `fd` stays empty; without, the first is kept in `fd`
+// and the rest are closed.
+result<received_message> receive_message(int socket, std::span<std::byte> buffer, int flags = 0,
+                                         std::vector<unique_fd>* all_fds = nullptr);
 
 }  // namespace hvsock::detail

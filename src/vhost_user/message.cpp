@@ -1,5 +1,7 @@
 #include "vhost_user/message.hpp"
 
+#include "sys/fd_passing.hpp"
+
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -253,36 +255,14 @@ result<message_reader::outcome> message_reader::read(int socket) {
       o.msg = std::move(*m);
       return o;
     }
-    iovec iov{buffer_.data() + have_, target - have_};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds)];
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n;
-    do {
-      n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return outcome{};
-      return make_system_error(errno, "vhost-user recvmsg");
+    auto got = detail::receive_message(socket, std::span(buffer_).subspan(have_, target - have_),
+                                       MSG_DONTWAIT, &fds_);
+    if (!got) {
+      if (got.error().code() == errc::would_block) return outcome{};
+      return got.error().with_context("vhost-user");
     }
-    // Own every fd before looking at anything else, so all paths close them.
-    bool too_many = (msg.msg_flags & MSG_CTRUNC) != 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t i = 0; i < count; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        unique_fd owned(fd);
-        if (fds_.size() < max_fds)
-          fds_.push_back(std::move(owned));
-        else
-          too_many = true;
-      }
-    }
+    const std::size_t n = got->size;
+    const bool too_many = got->control_truncated || fds_.size() > max_fds;
     if (too_many)
       return protocol_error("message came with more than " + std::to_string(max_fds) + " fds");
     if (n == 0) {
@@ -294,7 +274,7 @@ result<message_reader::outcome> message_reader::read(int socket) {
       return protocol_error("front-end closed the connection in the middle of a message (" +
                             std::to_string(have_) + " bytes read)");
     }
-    have_ += static_cast<std::size_t>(n);
+    have_ += n;
     if (have_ == header_size) {
       auto h = decode_header(std::span(buffer_).first(header_size));
       if (!h) return h.error();
