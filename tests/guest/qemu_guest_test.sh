@@ -45,9 +45,9 @@ hv service register --name idle --port 5001 >/dev/null
 hv service register --name off --port 5002 >/dev/null
 hv service disable off --vm web
 
-# Both sides write before they read, so the sizes stay within what the
-# socket buffers and the device's credit hold at once.
-up=100000 down=150000
+# The guest program writes everything before it reads; hvsock listen keeps
+# reading while its own writes wait, so the sizes need not fit in buffers.
+up=4194304 down=3145728
 python3 - "$work" "$up" "$down" <<'PY'
 import sys
 work, up, down = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

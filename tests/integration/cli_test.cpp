@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <cctype>
@@ -493,6 +494,64 @@ TEST_F(CliTest, ListenOnHostConnectFromVm) {
   auto listener_cli = sw.cli_async({"listen", svc});
   exchange(*listener_cli, run_in("web", inner_cli({"connect", "parent", svc})), pattern(20000, 'a'),
            pattern(300000, 'A'));
+}
+
+// A peer that writes everything before it reads (as many programs do) must
+// not deadlock against the CLI: the CLI keeps reading the socket while its
+// own writes wait. The peer here is bounded in time instead of hanging.
+TEST_F(CliTest, PeerThatWritesBeforeReadingDoesNotDeadlock) {
+  sw.create_vm("web");
+  const auto svc = sw.register_service("bulk");
+  auto listener_cli = sw.cli_async({"listen", svc});
+  ASSERT_TRUE(listener_cli->wait_for_stderr("listening", 10s)) << listener_cli->err();
+  const std::string from_cli = pattern(8 << 20, 'l');
+  const std::string from_peer = pattern(8 << 20, 'p');
+  std::thread cli_side([&] {
+    try {
+      listener_cli->write_stdin(from_cli);
+    } catch (const std::exception&) {
+    }
+    listener_cli->close_stdin();
+    listener_cli->wait(60s);
+  });
+  std::string got;
+  // The peer's part; returning early still reaches the join below.
+  [&] {
+    auto s = stream::connect({vm_id_parent, *guid::parse(svc)},
+                             {.timeout = 5s, .control_socket = sw.control_socket("web")});
+    ASSERT_TRUE(s) << s.error().message();
+    ASSERT_TRUE(s->set_non_blocking(true));
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    std::size_t sent = 0;
+    while (sent < from_peer.size() && std::chrono::steady_clock::now() < deadline) {
+      auto n = s->write(std::as_bytes(std::span(from_peer).subspan(sent)));
+      if (n) {
+        sent += *n;
+      } else {
+        ASSERT_EQ(n.error().code(), make_error_code(errc::would_block)) << n.error().message();
+        pollfd p{s->native_handle(), POLLOUT, 0};
+        ::poll(&p, 1, 100);
+      }
+    }
+    ASSERT_EQ(sent, from_peer.size()) << "the CLI stopped reading while it had data to write";
+    ASSERT_TRUE(s->shutdown(shutdown_how::write));
+    char buf[65536];
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto n = s->read(buf, sizeof buf);
+      if (n && *n == 0) break;
+      if (n) {
+        got.append(buf, *n);
+      } else {
+        pollfd p{s->native_handle(), POLLIN, 0};
+        ::poll(&p, 1, 100);
+      }
+    }
+    s->close();
+  }();
+  if (got.size() != from_cli.size()) listener_cli->kill(SIGKILL);  // failed: don't wait 60 s
+  cli_side.join();
+  EXPECT_TRUE(got == from_cli) << "received " << got.size() << " bytes";
+  EXPECT_TRUE(listener_cli->out() == from_peer) << "the CLI printed " << listener_cli->out().size();
 }
 
 TEST_F(CliTest, ListenInVmConnectFromHostByNames) {

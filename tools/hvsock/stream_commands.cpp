@@ -16,40 +16,56 @@
 namespace hvsock::cli {
 namespace {
 
-// The copy loop. Returns the exit code.
+// The copy loop. The socket is non-blocking so that neither direction can
+// stall the other: a peer that writes a lot before it reads (as `cat` in a
+// pipe does) must not deadlock against our own pending writes. Returns the
+// exit code.
 int copy_both_ways(stream& s) {
-  std::array<char, 65536> buffer;
+  must(s.set_non_blocking(true));
+  std::array<char, 65536> in_buffer;   // socket -> stdout
+  std::array<char, 65536> out_buffer;  // stdin -> socket
+  std::size_t out_begin = 0, out_end = 0;
   bool stdin_open = true;
   bool socket_open = true;
   const int sock = s.native_handle();
-  while (stdin_open || socket_open) {
-    pollfd fds[2] = {{stdin_open ? STDIN_FILENO : -1, POLLIN, 0},
-                     {socket_open ? sock : -1, POLLIN, 0}};
+  for (;;) {
+    const bool pending = out_begin < out_end;
+    if (!stdin_open && !pending && !socket_open) return 0;
+    pollfd fds[2] = {
+        {stdin_open && !pending ? STDIN_FILENO : -1, POLLIN, 0},
+        {sock, static_cast<short>((socket_open ? POLLIN : 0) | (pending ? POLLOUT : 0)), 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       fail(std::string("poll: ") + std::strerror(errno));
     }
     if (fds[0].revents != 0) {
-      const ssize_t n = ::read(STDIN_FILENO, buffer.data(), buffer.size());
+      const ssize_t n = ::read(STDIN_FILENO, out_buffer.data(), out_buffer.size());
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         stdin_open = false;
         (void)s.shutdown(shutdown_how::write);  // the peer sees EOF
       } else {
-        must(s.write_all(buffer.data(), static_cast<std::size_t>(n)));
+        out_begin = 0;
+        out_end = static_cast<std::size_t>(n);
       }
     }
-    if (fds[1].revents != 0) {
-      auto n = s.read(buffer.data(), buffer.size());
-      if (!n) fail(n.error());
-      if (*n == 0) {
+    if ((fds[1].revents & POLLOUT) != 0 && pending) {
+      auto n =
+          s.write(std::as_bytes(std::span(out_buffer.data() + out_begin, out_end - out_begin)));
+      if (!n && n.error().code() != errc::would_block) fail(n.error());
+      if (n) out_begin += *n;
+    }
+    if (socket_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      auto n = s.read(in_buffer.data(), in_buffer.size());
+      if (!n) {
+        if (n.error().code() != errc::would_block) fail(n.error());
+      } else if (*n == 0) {
         socket_open = false;
       } else {
-        must(detail::write_fully(STDOUT_FILENO, std::string_view(buffer.data(), *n), "stdout"));
+        must(detail::write_fully(STDOUT_FILENO, std::string_view(in_buffer.data(), *n), "stdout"));
       }
     }
   }
-  return 0;
 }
 
 struct stream_args {
