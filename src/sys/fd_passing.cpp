@@ -4,22 +4,38 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 namespace hvsock::detail {
 result<void> send_message(int socket, std::span<const std::byte> data, int fd_to_pass, int flags) {
+  return fd_to_pass >= 0 ? send_message(socket, data, std::span(&fd_to_pass, 1), flags)
+                         : send_message(socket, data, std::span<const int>(), flags);
+}
+
+result<void> send_message(int socket, std::span<const std::byte> data, std::span<const int> fds,
+                          int flags) {
   iovec iov{const_cast<std::byte*>(data.data()), data.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  if (fd_to_pass >= 0) {
+  // Room for one fd without allocating, which is every message but tests'.
+  alignas(cmsghdr) char small[CMSG_SPACE(sizeof(int))];
+  std::vector<cmsghdr> large;
+  if (!fds.empty()) {
+    const std::size_t space = CMSG_SPACE(sizeof(int) * fds.size());
+    char* control = small;
+    if (space > sizeof small) {
+      large.resize((space + sizeof(cmsghdr) - 1) / sizeof(cmsghdr));
+      control = reinterpret_cast<char*>(large.data());
+    }
+    std::memset(control, 0, space);
     msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    msg.msg_controllen = space;
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
   for (;;) {
     const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags);

@@ -18,6 +18,9 @@ namespace hvsock::detail {
 // SIGPIPE. `flags` is added to the sendmsg flags (e.g. MSG_DONTWAIT).
 result<void> send_message(int socket, std::span<const std::byte> data, int fd_to_pass = -1,
                           int flags = 0);
+// The same with any number of fds attached (tests use it to send too many).
+result<void> send_message(int socket, std::span<const std::byte> data, std::span<const int> fds,
+                          int flags = 0);
 
 struct received_message {
   std::size_t size = 0;            // bytes placed in the buffer; 0 on a stream/seqpacket means EOF

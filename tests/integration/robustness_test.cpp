@@ -31,6 +31,7 @@
 #include "protocol/control_wire.hpp"
 #include "protocol/runtime_paths.hpp"
 #include "switch_fixture.hpp"
+#include "sys/fd_passing.hpp"
 
 namespace hvsock::test {
 namespace {
@@ -75,22 +76,11 @@ unique_fd connect_raw(const std::string& path, int type) {
 
 // Sends one message with `fds` attached (SCM_RIGHTS). Returns errno or 0.
 int send_with_fds(int socket, const void* data, std::size_t size, const std::vector<int>& fds) {
-  iovec iov{const_cast<void*>(data), size};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<char> control;
-  if (!fds.empty()) {
-    control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  return ::sendmsg(socket, &msg, MSG_NOSIGNAL) < 0 ? errno : 0;
+  auto sent = detail::send_message(socket, std::span(static_cast<const std::byte*>(data), size),
+                                   std::span(fds));
+  if (sent) return 0;
+  return sent.error().code().category() == std::system_category() ? sent.error().code().value()
+                                                                  : EAGAIN;
 }
 
 int send_bytes(int socket, const void* data, std::size_t size) {

@@ -3,6 +3,7 @@
 // and that every malformed message ends the session without a crash or an
 // fd leak.
 #include "vhost_user/backend.hpp"
+#include "sys/fd_passing.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -114,21 +115,8 @@ class session_test : public ::testing::Test {
   }
 
   void send_bytes(std::span<const std::byte> bytes, const std::vector<int>& fds = {}) {
-    iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * (fds.empty() ? 1 : fds.size())));
-    if (!fds.empty()) {
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    ASSERT_EQ(::sendmsg(front_.get(), &msg, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    auto sent = detail::send_message(front_.get(), bytes, std::span(fds));
+    ASSERT_TRUE(sent) << sent.error().message();
   }
 
   void send(request r, const payload& body = std::monostate{}, const std::vector<int>& fds = {},
