@@ -50,7 +50,7 @@ vsock_connection vsock_connection::connect(const settings& s, std::uint32_t loca
   return c;
 }
 
-virtio_vsock_hdr vsock_connection::header(vsock_op op) {
+virtio_vsock_hdr vsock_connection::addressed(vsock_op op) const {
   virtio_vsock_hdr h;
   h.src_cid = vmaddr_cid_host;
   h.dst_cid = settings_.guest_cid;
@@ -58,6 +58,11 @@ virtio_vsock_hdr vsock_connection::header(vsock_op op) {
   h.dst_port = key_.peer_port;
   h.type = static_cast<std::uint16_t>(vsock_type::stream);
   h.op = op_value(op);
+  return h;
+}
+
+virtio_vsock_hdr vsock_connection::header(vsock_op op) {
+  virtio_vsock_hdr h = addressed(op);
   h.buf_alloc = settings_.buf_alloc;
   h.fwd_cnt = fwd_cnt_;
   last_adv_fwd_ = fwd_cnt_;
@@ -65,16 +70,7 @@ virtio_vsock_hdr vsock_connection::header(vsock_op op) {
   return h;
 }
 
-virtio_vsock_hdr vsock_connection::rst() const {
-  virtio_vsock_hdr h;
-  h.src_cid = vmaddr_cid_host;
-  h.dst_cid = settings_.guest_cid;
-  h.src_port = key_.local_port;
-  h.dst_port = key_.peer_port;
-  h.type = static_cast<std::uint16_t>(vsock_type::stream);
-  h.op = op_value(vsock_op::rst);
-  return h;
-}
+virtio_vsock_hdr vsock_connection::rst() const { return addressed(vsock_op::rst); }
 
 virtio_vsock_hdr vsock_connection::take_control() {
   if (need_request_) {

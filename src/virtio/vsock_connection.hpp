@@ -154,7 +154,8 @@ class vsock_connection {
  private:
   vsock_connection(const settings& s, connection_key key, unique_fd host, state st);
 
-  virtio_vsock_hdr header(vsock_op op);  // addressed, credit stamped
+  virtio_vsock_hdr addressed(vsock_op op) const;  // to the guest port, no credit
+  virtio_vsock_hdr header(vsock_op op);           // addressed, credit stamped
   verdict on_established_packet(const parsed_packet& packet);
   verdict on_rw(const parsed_packet& packet);
   // Writes buffered data; false on a fatal fd error.
