@@ -97,8 +97,10 @@ result<void> control_server::open_guest(const partition& p) {
         const partition* source = partitions_.find(name);
         if (source == nullptr) return failure(errc::unknown_partition, name);
         const endpoint target{vm_id_parent, service_id_from_port(dst_port)};
-        vm_id peer;
-        return broker(*source, target, endpoint{source->id, service_id_from_port(src_port)}, peer);
+        auto decision = route(*source, target);
+        if (!decision) return decision.error();
+        return hand_to_listener(*source, target, *decision,
+                                endpoint{source->id, service_id_from_port(src_port)});
       },
       log_);
   if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
@@ -227,6 +229,10 @@ void control_server::handle_message(client& c, std::span<const std::byte> data) 
     protocol_error(
         c, fmt::format("{} of {} bytes, expected {}", type_name(*type), data.size(), expected));
   };
+  if (c.awaiting_guest) {
+    protocol_error(c, fmt::format("{} while its connect waits for the guest", type_name(*type)));
+    return;
+  }
   if (c.listening) {
     if (*type != wire::message_type::accepted) {
       protocol_error(c, fmt::format("unexpected {} on a listener connection", type_name(*type)));
@@ -260,15 +266,19 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
     close_client(c.id);
     return;
   }
+  auto decision = route(*source, target);
+  if (!decision) return refuse(c, decision.error());
+  if (decision->guest_port) return connect_into_guest(c, *source, target, *decision);
+
   std::uint32_t& next_port = sock->second.next_port;
   const std::uint32_t port = next_port;
   next_port = next_port == 0xffffffffu ? first_ephemeral_port : next_port + 1;
   const endpoint connector_local{source->id, service_id_from_port(port)};
 
-  vm_id peer;
-  auto connector_end = broker(*source, target, connector_local, peer);
+  auto connector_end = hand_to_listener(*source, target, *decision, connector_local);
   if (!connector_end) return refuse(c, connector_end.error());
-  const auto reply = wire::make_reply(connector_local, endpoint{peer, target.service});
+  const auto reply =
+      wire::make_reply(connector_local, endpoint{decision->connector_peer, target.service});
   if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), connector_end->get(),
                                        MSG_DONTWAIT);
       !sent) {
@@ -279,18 +289,82 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
   close_client(c.id);
 }
 
-result<unique_fd> control_server::broker(const partition& source, const endpoint& target,
-                                         const endpoint& connector_local, vm_id& peer) {
+result<route_decision> control_server::route(const partition& source, const endpoint& target) {
   auto decision = router_.route(source, target);
-  if (!decision) {
-    count_refusal(source.name, target, decision.error());
-    return decision.error();
+  if (!decision) count_refusal(source.name, target, decision.error());
+  return decision;
+}
+
+void control_server::connect_into_guest(client& c, const partition& source, const endpoint& target,
+                                        const route_decision& decision) {
+  auto refused = [&](failure why) {
+    count_refusal(source.name, target, why);
+    refuse(c, why);
+  };
+  auto guest = guests_.find(decision.target_name);
+  if (guest == guests_.end())  // cannot happen: QEMU partitions always have one
+    return refused(failure(errc::connection_refused,
+                           fmt::format("VM \"{}\" has no vsock device", decision.target_name)));
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
+    return refused(make_system_error(errno, "the switch could not create a stream"));
+  unique_fd device_end(ends[0]);
+  c.awaiting_guest.reset(ends[1]);
+  const std::array<ino_t, 2> inodes{inode_of(ends[0]), inode_of(ends[1])};
+  if (options_.log_connections)
+    log_(fmt::format("{}: connect {}: asking VM \"{}\" (guest port {})", source.name,
+                     target.to_string(), decision.target_name, *decision.guest_port));
+  // The answer may come at once (no QEMU attached, too many connections);
+  // `c` must not be used after this call.
+  guest->second->connect(
+      *decision.guest_port, std::move(device_end),
+      [this, id = c.id, source_name = source.name, target, peer = decision.connector_peer, inodes,
+       vm = decision.target_name](result<std::uint32_t> host_port) {
+        if (!host_port)  // the device's message names the port, not the VM
+          host_port = failure(host_port.error().code(),
+                              fmt::format("VM \"{}\": {}", vm, host_port.error().message()));
+        on_guest_answer(id, source_name, target, peer, std::move(host_port), inodes);
+      });
+}
+
+void control_server::on_guest_answer(std::uint64_t client_id, const std::string& source_name,
+                                     const endpoint& target, const vm_id& peer,
+                                     result<std::uint32_t> host_port, std::array<ino_t, 2> inodes) {
+  auto it = clients_.find(client_id);
+  if (!host_port) {
+    count_refusal(source_name, target, host_port.error());
+    if (it != clients_.end()) refuse(it->second, host_port.error());
+    return;
   }
+  // A connector that gave up waiting closed its end; the guest reads EOF.
+  if (it == clients_.end()) return;
+  client& c = it->second;
+  const partition* source = partitions_.find(source_name);
+  if (source == nullptr) {
+    close_client(client_id);
+    return;
+  }
+  counters_.record_accepted(target.service, inodes[0], inodes[1]);
+  const endpoint connector_local{source->id, service_id_from_port(*host_port)};
+  const auto reply = wire::make_reply(connector_local, endpoint{peer, target.service});
+  if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), c.awaiting_guest.get(),
+                                       MSG_DONTWAIT);
+      !sent)
+    log_(fmt::format("{}: connect {}: the connector went away before the reply ({})", source_name,
+                     target.to_string(), sent.error().message()));
+  close_client(client_id);
+}
+
+result<unique_fd> control_server::hand_to_listener(const partition& source, const endpoint& target,
+                                                   const route_decision& decision,
+                                                   const endpoint& connector_local) {
   auto refused = [&](failure why) -> result<unique_fd> {
     count_refusal(source.name, target, why);
     return why;
   };
-  auto found = clients_.find(decision->listener);
+  if (decision.guest_port)  // cannot happen: a guest reaches only its parent
+    return refused(failure(errc::network_unreachable, "a QEMU guest cannot reach another guest"));
+  auto found = clients_.find(decision.listener);
   if (found == clients_.end())  // cannot happen: closing a listener unbinds it
     return refused(failure(errc::connection_refused, "the listener went away"));
   client& listener = found->second;
@@ -299,7 +373,7 @@ result<unique_fd> control_server::broker(const partition& source, const endpoint
         failure(errc::backlog_full,
                 fmt::format("the listener {} in \"{}\" has {} connections waiting "
                             "(its backlog)",
-                            listener.bound.to_string(), decision->target_name, listener.pending)));
+                            listener.bound.to_string(), decision.target_name, listener.pending)));
 
   int ends[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
@@ -308,8 +382,8 @@ result<unique_fd> control_server::broker(const partition& source, const endpoint
   unique_fd connector_end(ends[1]);
 
   auto incoming = wire::make<wire::incoming>(wire::message_type::incoming);
-  incoming.local = wire::to_raw(decision->listener_local);
-  incoming.peer = wire::to_raw(endpoint{decision->acceptor_peer, connector_local.service});
+  incoming.local = wire::to_raw(decision.listener_local);
+  incoming.peer = wire::to_raw(endpoint{decision.acceptor_peer, connector_local.service});
   auto queued = detail::send_message(listener.fd.get(), wire::as_bytes(incoming),
                                      listener_end.get(), MSG_DONTWAIT);
   if (!queued) {
@@ -317,10 +391,10 @@ result<unique_fd> control_server::broker(const partition& source, const endpoint
       return refused(failure(errc::backlog_full,
                              fmt::format("the listener {} in \"{}\" is not taking connections "
                                          "(its socket buffer is full)",
-                                         listener.bound.to_string(), decision->target_name)));
-    log_(fmt::format("{}: listener {} closed ({})", decision->target_name,
+                                         listener.bound.to_string(), decision.target_name)));
+    log_(fmt::format("{}: listener {} closed ({})", decision.target_name,
                      listener.bound.to_string(), queued.error().message()));
-    const std::string target_name = decision->target_name;
+    const std::string target_name = decision.target_name;
     close_client(listener.id);
     return refused(failure(errc::connection_refused,
                            fmt::format("the listener in \"{}\" went away", target_name)));
@@ -330,8 +404,7 @@ result<unique_fd> control_server::broker(const partition& source, const endpoint
                             inode_of(connector_end.get()));
   if (options_.log_connections)
     log_(fmt::format("{}: connect {}: to \"{}\" (listener {})", source.name, target.to_string(),
-                     decision->target_name, decision->listener_local.to_string()));
-  peer = decision->connector_peer;
+                     decision.target_name, decision.listener_local.to_string()));
   return connector_end;
 }
 

@@ -10,7 +10,10 @@
 //            socketpair, send the listener `incoming` with one end, reply to
 //            the connector with the other, close the daemon's copies and the
 //            connector's control connection. The daemon keeps no fd of the
-//            stream and never sees its data.
+//            stream and never sees its data. A connect into a QEMU guest is
+//            answered later: the guest's vsock device (qemu_guest) gets one
+//            end and the reply waits for the guest kernel's RESPONSE or RST;
+//            the daemon moves that stream's data to and from the guest.
 //   bind:    validate and record the listener; the connection is then the
 //            listener, answering each `incoming` with `accepted`. Its closing
 //            unbinds. Incoming sent minus accepted received = pending, and a
@@ -32,6 +35,8 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+
+#include <sys/types.h>
 
 #include <hvsock/endpoint.hpp>
 #include <hvsock/unique_fd.hpp>
@@ -97,6 +102,9 @@ class control_server {
     endpoint bound{};
     std::uint32_t backlog = 0;
     std::uint32_t pending = 0;  // incoming sent, accepted not yet received
+    // A connect into a QEMU guest waiting for the guest's answer: the end
+    // the reply will carry.
+    unique_fd awaiting_guest;
   };
 
   result<void> open_guest(const partition& p);
@@ -104,12 +112,20 @@ class control_server {
   void on_client(std::uint64_t id);
   void handle_message(client& c, std::span<const std::byte> data);
   void handle_connect(client& c, const detail::wire::connect_request& request);
-  // Routes a connect from `source` to `target` and, when allowed, queues the
-  // new stream on the matching listener; returns the connector's end. Every
-  // refusal is counted and logged here. `peer` receives how the source names
-  // the target.
-  result<unique_fd> broker(const partition& source, const endpoint& target,
-                           const endpoint& connector_local, vm_id& peer);
+  // Routes a connect from `source` to `target`; a refusal is counted and
+  // logged here, as is every refusal below.
+  result<route_decision> route(const partition& source, const endpoint& target);
+  // Queues a new stream on the decision's listener; returns the connector's
+  // end.
+  result<unique_fd> hand_to_listener(const partition& source, const endpoint& target,
+                                     const route_decision& decision,
+                                     const endpoint& connector_local);
+  // Starts the connect into a QEMU guest; on_guest_answer finishes it.
+  void connect_into_guest(client& c, const partition& source, const endpoint& target,
+                          const route_decision& decision);
+  void on_guest_answer(std::uint64_t client_id, const std::string& source_name,
+                       const endpoint& target, const vm_id& peer, result<std::uint32_t> host_port,
+                       std::array<ino_t, 2> inodes);
   void handle_bind(client& c, const detail::wire::bind_request& request);
   void refuse(client& c, const failure& why);
   void count_refusal(const std::string& partition, const endpoint& target, const failure& why);

@@ -173,6 +173,17 @@ std::uint16_t qemu_guest::on_ring_stopped(std::uint32_t index) {
 
 void qemu_guest::on_reset() { device_->reset(); }
 
+void qemu_guest::connect(std::uint32_t guest_port, unique_fd host_stream,
+                         virtio::vsock_device::connect_handler done) {
+  if (!session_) {
+    done(failure(errc::connection_refused,
+                 fmt::format("no QEMU is attached (start QEMU with the vhost-user socket {})",
+                             socket_path_)));
+    return;
+  }
+  device_->connect_to_guest(guest_port, std::move(host_stream), std::move(done));
+}
+
 result<unique_fd> qemu_guest::open_to_host(std::uint32_t dst_port, std::uint32_t src_port) {
   return broker_(dst_port, src_port);
 }

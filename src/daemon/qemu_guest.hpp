@@ -51,6 +51,12 @@ class qemu_guest final : public vhost_user::device_hooks, public virtio::vsock_h
   const std::string& socket_path() const { return socket_path_; }
   bool attached() const { return session_ != nullptr; }
 
+  // A host process's connect to the guest's vsock port `guest_port`: the
+  // guest's kernel answers (virtio::vsock_device::connect_to_guest, whose
+  // rules `done` follows). With no QEMU attached it is refused at once.
+  void connect(std::uint32_t guest_port, unique_fd host_stream,
+               virtio::vsock_device::connect_handler done);
+
  private:
   qemu_guest(event_loop& loop, std::string name, std::uint32_t guest_cid, std::string socket_path,
              broker_function broker, log_function log);

@@ -98,11 +98,21 @@ result<route_decision> router::route(const partition& source, const endpoint& ta
   const partition& dest = **resolved;
   if (auto allowed = check_permission(source, dest, target.service); !allowed)
     return allowed.error();
-  if (dest.qemu && dest.id != source.id)
-    return failure(errc::connection_refused,
-                   fmt::format("connections into QEMU guest \"{}\" are not supported yet (the "
-                               "guest can connect out to the host)",
-                               dest.name));
+  if (dest.qemu && dest.id != source.id) {
+    auto port = port_from_service_id(target.service);
+    if (!port)
+      return failure(errc::no_vsock_port,
+                     fmt::format("{} is a QEMU guest, reached by vsock port, and {} is not of the "
+                                 "vsock form P-facb-11e6-bd58-64006a7986d3",
+                                 describe(dest), describe(*services_.find(target.service))));
+    return route_decision{dest.id,
+                          dest.name,
+                          0,
+                          endpoint{vm_id_parent, target.service},
+                          name_for(dest, source),
+                          name_for(source, dest),
+                          *port};
+  }
 
   // Most specific first: the connector's own VmId, then its relation to the
   // target, then anyone.
@@ -127,7 +137,8 @@ result<route_decision> router::route(const partition& source, const endpoint& ta
                           it->second,
                           endpoint{*bound, target.service},
                           name_for(dest, source),
-                          name_for(source, dest)};
+                          name_for(source, dest),
+                          std::nullopt};
   }
   return failure(errc::connection_refused,
                  fmt::format("no listener for {} in {} accepts connections from {}",

@@ -11,9 +11,12 @@
 //      network_unreachable; an unknown VmId -> unknown_partition.
 //   2. permission: S unregistered -> service_not_registered; disabled
 //      globally, for C or for the target -> service_disabled.
-//   3. listener in target P bound to S: C's own VmId, then the relation
-//      (LOOPBACK if C == P; PARENT or SILOHOST if C is P's parent; CHILDREN
-//      if C is P's child), then WILDCARD; none -> connection_refused.
+//   3. a QEMU guest target (other than C itself) has its listeners in its
+//      own kernel: S must be a vsock-template service (else no_vsock_port)
+//      and the connection goes to port(S) there. Otherwise, the listener in
+//      target P bound to S: C's own VmId, then the relation (LOOPBACK if
+//      C == P; PARENT or SILOHOST if C is P's parent; CHILDREN if C is P's
+//      child), then WILDCARD; none -> connection_refused.
 // Each side names the other by relation: PARENT for the parent, LOOPBACK
 // for itself, the VmId for a child.
 //
@@ -26,6 +29,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -46,6 +50,9 @@ struct route_decision {
   endpoint listener_local;   // {the VmId it bound, S}
   vm_id acceptor_peer;       // how the target names C
   vm_id connector_peer;      // how C names the target
+  // Set when the target is a QEMU guest: its own kernel has the listeners,
+  // so the connection goes to this vsock port there (listener is then 0).
+  std::optional<std::uint32_t> guest_port;
 };
 
 class router {

@@ -77,7 +77,7 @@ void vsock_device::queue_stateless(const virtio_vsock_hdr& h) {
   stateless_.push_back(h);
 }
 
-void vsock_device::complete(entry& e, result<void> outcome) {
+void vsock_device::complete(entry& e, result<std::uint32_t> outcome) {
   if (!e.done) return;
   completions_.push_back([done = std::move(e.done), outcome = std::move(outcome)]() mutable {
     done(std::move(outcome));
@@ -128,18 +128,19 @@ void vsock_device::apply(entry& e, vsock_connection::verdict v) {
   switch (v) {
     case verdict::keep: settle(e); return;
     case verdict::connected:
-      complete(e, {});
+      complete(e, e.conn.key().local_port);
       settle(e);
       return;
     case verdict::refused:
-      complete(e, failure(errc::connection_refused, "connect guest port " +
-                                                        std::to_string(e.conn.key().peer_port) +
-                                                        ": refused by the guest"));
+      complete(
+          e, failure(errc::connection_refused,
+                     "guest port " + std::to_string(e.conn.key().peer_port) +
+                         ": refused by the guest (nothing listens there, or its backlog is full)"));
       destroy(e);
       return;
     case verdict::reset:
       queue_stateless(e.conn.rst());
-      complete(e, failure(errc::connection_refused, "connect guest port " +
+      complete(e, failure(errc::connection_refused, "guest port " +
                                                         std::to_string(e.conn.key().peer_port) +
                                                         ": protocol error from the guest"));
       destroy(e);
@@ -212,7 +213,7 @@ void vsock_device::reset() {
   for (auto& [id, e] : entries_) ids.push_back(id);
   for (const auto id : ids) {
     entry* e = find(id);
-    complete(*e, failure(errc::connection_refused, "connect guest port " +
+    complete(*e, failure(errc::connection_refused, "guest port " +
                                                        std::to_string(e->conn.key().peer_port) +
                                                        ": the guest's vsock device was reset"));
     destroy(*e);
@@ -303,7 +304,7 @@ void vsock_device::accept_request(const virtio_vsock_hdr& h) {
 
 void vsock_device::connect_to_guest(std::uint32_t guest_port, unique_fd host_stream,
                                     connect_handler done) {
-  const std::string what = "connect guest port " + std::to_string(guest_port);
+  const std::string what = "guest port " + std::to_string(guest_port);
   if (entries_.size() >= options_.max_connections) {
     done(failure(errc::limit_reached, what + ": the VM has " +
                                           std::to_string(options_.max_connections) +
@@ -343,9 +344,9 @@ void vsock_device::on_tick(std::chrono::steady_clock::time_point now) {
     if (e->conn.current_state() == vsock_connection::state::connecting) {
       // The guest may still answer a REQUEST it got late: RST makes it drop it.
       queue_stateless(e->conn.rst());
-      complete(*e, failure(errc::timed_out, "connect guest port " +
-                                                std::to_string(e->conn.key().peer_port) +
-                                                ": no answer from the guest"));
+      complete(*e,
+               failure(errc::timed_out, "guest port " + std::to_string(e->conn.key().peer_port) +
+                                            ": no answer from the guest"));
     }
     destroy(*e);
   }

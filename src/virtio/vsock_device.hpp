@@ -146,7 +146,8 @@ class vsock_device {
   // Called after used buffers were published on `queue_index` and the guest
   // wants to hear about it (the owner calls vhost_user_backend::notify_used).
   using notify_function = std::function<void(std::uint16_t queue_index)>;
-  using connect_handler = std::function<void(result<void>)>;
+  // Ok: the host-side port the connection uses.
+  using connect_handler = std::function<void(result<std::uint32_t>)>;
 
   // `host` and `watcher` must outlive the device.
   vsock_device(const vsock_device_options& options, vsock_host_side& host, fd_watcher& watcher,
@@ -174,8 +175,8 @@ class vsock_device {
 
   // Connects host stream `host_stream` (the host end; made non-blocking) to
   // the guest's port `guest_port`: a REQUEST from a fresh host-side port.
-  // `done` is called exactly once, possibly before this returns: ok on the
-  // guest's RESPONSE (data then flows), errc::connection_refused on its RST
+  // `done` is called exactly once, possibly before this returns: the host-side
+  // port on the guest's RESPONSE (data then flows), errc::connection_refused on its RST
   // or a device reset, errc::timed_out after connect_timeout (see on_tick),
   // errc::limit_reached when max_connections are open. On failure the
   // device closes host_stream after `done` returns.
@@ -211,7 +212,7 @@ class vsock_device {
   // Brings queues and the fd watch in line with the connection's needs.
   void settle(entry& e);
   void apply(entry& e, vsock_connection::verdict v);
-  void complete(entry& e, result<void> outcome);
+  void complete(entry& e, result<std::uint32_t> outcome);
   void queue_stateless(const virtio_vsock_hdr& h);
   void on_host_event(std::uint64_t id, std::uint32_t events);
 

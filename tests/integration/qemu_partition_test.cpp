@@ -72,7 +72,7 @@ TEST(QemuPartition, ServesOneFrontEndAtATime) {
   EXPECT_EQ(sw.cli({"status"}).status.code, 0);
 }
 
-TEST(QemuPartition, ConnectsIntoAGuestAreRefusedClearly) {
+TEST(QemuPartition, ConnectsIntoAGuestWithoutQemuAreRefusedClearly) {
   switch_fixture sw;
   const auto id = *guid::parse(sw.cli_ok({"vm", "create", "guest", "--qemu"}));
   const auto svc =
@@ -80,8 +80,26 @@ TEST(QemuPartition, ConnectsIntoAGuestAreRefusedClearly) {
   auto s = stream::connect({id, svc}, {.timeout = 5s, .control_socket = sw.control_socket("host")});
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code(), make_error_code(errc::connection_refused));
-  EXPECT_NE(s.error().message().find("not supported yet"), std::string::npos)
+  EXPECT_NE(s.error().message().find("no QEMU is attached"), std::string::npos)
       << s.error().message();
+  const auto stats = nlohmann::json::parse(sw.cli_ok({"stats", "--json"}));
+  EXPECT_EQ(stats.at("services").at(0).at("refused").at("no_listener"), 1) << stats.dump();
+  // The daemon is unharmed and the next connect is answered the same way.
+  auto again =
+      stream::connect({id, svc}, {.timeout = 5s, .control_socket = sw.control_socket("host")});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), make_error_code(errc::connection_refused));
+}
+
+TEST(QemuPartition, AGuestIsReachedOnlyByVsockPortServices) {
+  switch_fixture sw;
+  const auto id = *guid::parse(sw.cli_ok({"vm", "create", "guest", "--qemu"}));
+  const auto svc =
+      *guid::parse(sw.register_service("not a port", "3049197c-facb-11e6-bd58-64006a7986d4"));
+  auto s = stream::connect({id, svc}, {.timeout = 5s, .control_socket = sw.control_socket("host")});
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), make_error_code(errc::no_vsock_port));
+  EXPECT_NE(s.error().message().find("vsock form"), std::string::npos) << s.error().message();
 }
 
 TEST(QemuPartition, OnlyVmsCanBeQemuGuests) {

@@ -770,16 +770,17 @@ TEST_F(VsockDevice, HostInitiatedConnectAnsweredWithResponse) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
-  std::optional<result<void>> outcome;
-  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<void> r) { outcome = r; });
+  std::optional<result<std::uint32_t>> outcome;
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
   stack_->receive();
   ASSERT_TRUE(outcome.has_value());
-  EXPECT_TRUE(*outcome);
+  ASSERT_TRUE(*outcome);
   ASSERT_FALSE(stack_->log.empty());
   const auto& req = stack_->log[0].hdr;
   EXPECT_EQ(req.op, op(vsock_op::request));
   EXPECT_EQ(req.dst_port, 5000u);
   EXPECT_GE(req.src_port, 49152u);
+  EXPECT_EQ(**outcome, req.src_port);  // the handler names the host-side port
   auto* s = stack_->find(5000, req.src_port);
   ASSERT_NE(s, nullptr);
   const auto down = pattern(500000, 21);
@@ -803,8 +804,8 @@ TEST_F(VsockDevice, HostInitiatedConnectRefusedWithRst) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
-  std::optional<result<void>> outcome;
-  dev_->connect_to_guest(5001, unique_fd(sv[0]), [&](result<void> r) { outcome = r; });
+  std::optional<result<std::uint32_t>> outcome;
+  dev_->connect_to_guest(5001, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
   stack_->receive();  // nobody listens: the guest answers RST
   ASSERT_TRUE(outcome.has_value());
   ASSERT_FALSE(*outcome);
@@ -819,8 +820,8 @@ TEST_F(VsockDevice, HostInitiatedConnectTimesOut) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
-  std::optional<result<void>> outcome;
-  dev_->connect_to_guest(5002, unique_fd(sv[0]), [&](result<void> r) { outcome = r; });
+  std::optional<result<std::uint32_t>> outcome;
+  dev_->connect_to_guest(5002, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
   auto pkts = guest_->receive();  // the guest sees the REQUEST but never answers
   ASSERT_EQ(pkts.size(), 1u);
   dev_->on_tick(std::chrono::steady_clock::now() + std::chrono::seconds(1));
@@ -900,9 +901,9 @@ TEST_F(VsockDevice, ResetClosesHostEndsAndFailsPendingConnects) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
-  std::optional<result<void>> outcome;
+  std::optional<result<std::uint32_t>> outcome;
   // The guest gets the REQUEST (nobody runs its stack) but never answers.
-  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<void> r) { outcome = r; });
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
   dev_->reset();
   EXPECT_EQ(dev_->connection_count(), 0u);
   EXPECT_EQ(loop_.count(), 0u);
@@ -1022,8 +1023,8 @@ TEST_F(VsockDevice, HostInitiatedConnectBeyondLimitFails) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
-  std::optional<result<void>> outcome;
-  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<void> r) { outcome = r; });
+  std::optional<result<std::uint32_t>> outcome;
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
   ASSERT_TRUE(outcome.has_value());
   EXPECT_EQ(outcome->error().code(), make_error_code(errc::limit_reached));
 }
