@@ -4,7 +4,8 @@
 # ways through the switch. MODE picks the guest program:
 #   raw       raw_vsock_peer: raw AF_VSOCK calls, as an unmodified program;
 #   libhvsock echo_peer: libhvsock, which picks its kernel transport in the
-#             guest by itself (no HVSOCK_TRANSPORT there).
+#             guest by itself (no HVSOCK_TRANSPORT there); the guest also
+#             runs the hvsock CLI (hvsock-static) to reach the host.
 # Checked, in one boot:
 #   guest -> host: a 64 MiB echo with checksums and half-close, then 32
 #     concurrent echo connections, to echo_peer on the host;
@@ -15,22 +16,31 @@
 #     mode: through `hvsock connect`, compared with cmp; libhvsock mode:
 #     echo_peer), then 32 concurrent echo connections;
 #   the listeners see each other's addresses; `hvsock stats` counts it all.
-# Usage: qemu_echo_test.sh KIT_DIR HVSOCKD HVSOCK_CLI ECHO_PEER RAW_PEER MODE
+# Usage: qemu_echo_test.sh KIT_DIR HVSOCKD HVSOCK_CLI ECHO_PEER RAW_PEER STATIC_CLI MODE
 set -euo pipefail
-(($# == 6)) || {
-  echo "usage: qemu_echo_test.sh KIT_DIR HVSOCKD HVSOCK_CLI ECHO_PEER RAW_PEER raw|libhvsock" >&2
+(($# == 7)) || {
+  echo "usage: qemu_echo_test.sh KIT_DIR HVSOCKD HVSOCK_CLI ECHO_PEER RAW_PEER STATIC_CLI" \
+    "raw|libhvsock" >&2
   exit 2
 }
-kit=$1 hvsockd=$2 cli=$3 echo_peer=$4 raw_peer=$5 mode=$6
+kit=$1 hvsockd=$2 cli=$3 echo_peer=$4 raw_peer=$5 static_cli=$6 mode=$7
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+big=67108864 each=2097152 many=32
+guest_files=()
+cli_case=""
 case $mode in
   raw) guest_program=$raw_peer guest_connect="raw_vsock_peer connect 2" ;;
-  libhvsock) guest_program=$echo_peer guest_connect="echo_peer connect parent" ;;
+  libhvsock)
+    guest_program=$echo_peer guest_connect="echo_peer connect parent"
+    guest_files=("$static_cli:/opt/hvsock/hvsock")
+    cli_case='echo "hello from the guest CLI" | hvsock connect parent 5000 >/tmp/cli.out
+echo "case cli: $?"; sed "s/^/cli echo: /" /tmp/cli.out'
+    ;;
   *) fail "unknown mode $mode" ;;
 esac
-big=67108864 each=2097152 many=32
+host_connections=$((1 + many + (${#guest_files[@]} > 0 ? 1 : 0)))
 port_guid() { printf '%08x-facb-11e6-bd58-64006a7986d3' "$1"; }
 
 start_daemon
@@ -45,7 +55,7 @@ hv service disable guest-off-for-web --vm web
 hv service disable off
 hv service disable guest-off
 
-"$echo_peer" serve 5000 $((1 + many)) >"$work/host-serve.log" 2>&1 &
+"$echo_peer" serve 5000 $host_connections >"$work/host-serve.log" 2>&1 &
 host_serve_pid=$!
 background_pids+=("$host_serve_pid")
 wait_for_line "$work/host-serve.log" '^listening' 10
@@ -57,10 +67,11 @@ $guest_connect 6000 1 1; echo "case unregistered: \$?"
 $guest_connect 5001 1 1; echo "case no-listener: \$?"
 $guest_connect 5002 1 1; echo "case disabled-for-vm: \$?"
 $guest_connect 5003 1 1; echo "case disabled: \$?"
+$cli_case
 $(basename "$guest_program") serve 7000 $((1 + many)); echo "case serve: \$?"
 EOF
 )
-boot_guest web "$socket_web" "$script" "$guest_program"
+boot_guest web "$socket_web" "$script" "$guest_program" "${guest_files[@]}"
 log=$work/guest-web.log
 
 # The guest's connects come first; its listener follows.
@@ -76,6 +87,11 @@ if [[ $mode == raw ]]; then
     fail "refused connects should fail with ECONNRESET (104): $(grep '^connect:' "$log")"
 fi
 ok "guest -> host refusals fail in the guest: unregistered, no listener, disabled for the VM, disabled"
+if [[ -n $cli_case ]]; then
+  expect_case "$log" cli 0
+  grep -qx 'cli echo: hello from the guest CLI' "$log" || fail "the guest CLI got no echo"
+  ok "the hvsock CLI in the guest reached the host by port number and got its echo"
+fi
 
 # Host -> guest refusals: one clear line each, nothing hangs.
 refusal() {
@@ -118,11 +134,11 @@ grep -qE '^connection 0 from (parent|2):' "$log" ||
 ok "each listener saw the other side's address (the guest's VmId; the host as the parent)"
 
 stats=$(hv stats --json)
-python3 - "$stats" "$many" <<'PY' || fail "stats: $stats"
+python3 - "$stats" "$many" "$host_connections" <<'PY' || fail "stats: $stats"
 import json, sys
-stats, many = json.loads(sys.argv[1]), int(sys.argv[2])
+stats, many, to_host = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 s = {x["name"]: x for x in stats["services"]}
-assert s["echo"]["accepted"] == 1 + many, s["echo"]
+assert s["echo"]["accepted"] == to_host, s["echo"]
 assert s["to-guest"]["accepted"] == 1 + many, s["to-guest"]
 assert s["idle"]["refused"]["no_listener"] == 1, s["idle"]
 assert s["nobody-in-guest"]["refused"]["no_listener"] == 1, s["nobody-in-guest"]

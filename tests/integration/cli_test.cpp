@@ -570,6 +570,20 @@ TEST_F(CliTest, ConnectByVmIdToListenerInVm) {
   exchange(*listener_cli, {"connect", web_id, svc}, "", "one way only\n");
 }
 
+// A vsock port number names its template service without the registry, so
+// the same command line works inside a QEMU guest (no hvsockd there).
+TEST_F(CliTest, ServicesCanBeNamedByVsockPortNumber) {
+  sw.create_vm("web");
+  sw.cli_ok({"service", "register", "--name", "by port", "--port", "5000"});
+  auto listener_cli = sw.cli_async({"listen", "5000"});
+  exchange(*listener_cli, run_in("web", inner_cli({"connect", "parent", "5000"})), "ping\n",
+           "pong\n");
+
+  const auto too_big = cli({"connect", "web", "4294967296"}, "x");
+  expect_one_line_failure(too_big, "not a port");
+  EXPECT_TRUE(contains(too_big.err, "vsock port number")) << too_big.err;
+}
+
 TEST_F(CliTest, ListenerWithNothingToSayStillGetsData) {
   sw.create_vm("web");
   const auto svc = sw.register_service("sink");

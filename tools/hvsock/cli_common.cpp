@@ -24,16 +24,25 @@ detail::management_client open_management(const global_options& options) {
 std::string control_socket(const global_options& options) {
   if (const char* env = std::getenv(detail::env_control_socket); env != nullptr && *env != '\0')
     return {};
-  return detail::partition_socket_path(runtime_dir(options), detail::host_partition_name);
+  // Without --runtime-dir libhvsock decides: the same default socket, or the
+  // kernel transport in a QEMU guest that has no hvsockd (docs/qemu.md).
+  if (options.runtime_dir.empty()) return {};
+  return detail::partition_socket_path(options.runtime_dir, detail::host_partition_name);
 }
 
 service_id resolve_service(const std::string& text, const global_options& options) {
   if (auto id = guid::parse(text)) return *id;
+  // A vsock port number: needs no registry, so it also works inside a guest.
+  if (!text.empty() && text.size() <= 10 &&
+      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    const unsigned long long port = std::stoull(text);
+    if (port <= 0xffffffffULL) return service_id_from_port(static_cast<std::uint32_t>(port));
+  }
   auto client = open_management(options);
   const auto services = must(client.call("service.list"));
   for (const auto& s : services)
     if (s.value("name", "") == text) return must(guid::parse(s.value("id", "")));
-  fail("service \"" + text + "\" is neither a GUID nor a registered service name " +
+  fail("service \"" + text + "\" is not a GUID, a vsock port number or a registered service name " +
        "(see: hvsock service list)");
 }
 

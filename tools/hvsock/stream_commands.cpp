@@ -88,7 +88,9 @@ void add_stream_commands(CLI::App& app, global_options& options) {
   listen_cmd->add_option("--from", args->from,
                          "who may connect: any, children, parent, loopback, or a VmId/partition "
                          "name");
-  listen_cmd->add_option("SERVICE", args->service, "service GUID or registered name")->required();
+  listen_cmd
+      ->add_option("SERVICE", args->service, "service GUID, vsock port number or registered name")
+      ->required();
   listen_cmd->callback([args, &options] {
     const endpoint local{resolve_vm(args->from, options), resolve_service(args->service, options)};
     auto l = must(listener::listen(
@@ -105,7 +107,9 @@ void add_stream_commands(CLI::App& app, global_options& options) {
       "connect", "Connect to SERVICE in TARGET, then copy stdin to it and it to stdout");
   connect_cmd->add_option("TARGET", args->target, "parent, loopback, a partition name or a VmId")
       ->required();
-  connect_cmd->add_option("SERVICE", args->service, "service GUID or registered name")->required();
+  connect_cmd
+      ->add_option("SERVICE", args->service, "service GUID, vsock port number or registered name")
+      ->required();
   connect_cmd->add_option("--timeout", args->timeout_ms, "connect timeout in milliseconds")
       ->check(CLI::Range(1, 3600000));
   connect_cmd->callback([args, &options] {
