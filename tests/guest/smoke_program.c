@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-int main(int argc, char **argv) {
-  const char *greeting = getenv("SMOKE_GREETING");
+int main(int argc, char** argv) {
+  const char* greeting = getenv("SMOKE_GREETING");
   printf("guest-smoke: hello, argc=%d", argc);
   for (int i = 1; i < argc; ++i) {
     printf(" [%s]", argv[i]);
