@@ -33,6 +33,8 @@ std::string_view type_name(wire::message_type type) {
     case wire::message_type::accepted: return "accepted";
     case wire::message_type::reply: return "reply";
     case wire::message_type::incoming: return "incoming";
+    case wire::message_type::connect_socket_request: return "connect_socket_request";
+    case wire::message_type::listen_request: return "listen_request";
   }
   return "unknown";
 }
@@ -99,8 +101,12 @@ result<void> control_server::open_guest(const partition& p) {
         const endpoint target{vm_id_parent, service_id_from_port(dst_port)};
         auto decision = route(*source, target);
         if (!decision) return decision.error();
-        return hand_to_listener(*source, target, *decision,
-                                endpoint{source->id, service_id_from_port(src_port)});
+        unique_fd device_end;
+        auto queued = hand_to_listener(*source, target, *decision,
+                                       endpoint{source->id, service_id_from_port(src_port)},
+                                       [&]() { return make_stream_pair(device_end); });
+        if (!queued) return queued.error();
+        return device_end;
       },
       log_);
   if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
@@ -197,8 +203,8 @@ void control_server::on_client(std::uint64_t id) {
       close_client(id);
       return;
     }
-    if (got->fd_count > 0) {
-      protocol_error(c, "a client message carried a file descriptor");
+    if (got->fd_count > 1) {
+      protocol_error(c, fmt::format("a client message carried {} file descriptors", got->fd_count));
       return;
     }
     if (got->truncated) {
@@ -215,11 +221,12 @@ void control_server::on_client(std::uint64_t id) {
       close_client(id);
       return;
     }
-    handle_message(c, std::span<const std::byte>(buffer_.data(), got->size));
+    handle_message(c, std::span<const std::byte>(buffer_.data(), got->size), std::move(got->fd));
   }
 }
 
-void control_server::handle_message(client& c, std::span<const std::byte> data) {
+void control_server::handle_message(client& c, std::span<const std::byte> data,
+                                    unique_fd attached) {
   const auto type = wire::peek_type(data);
   if (!type) {
     protocol_error(c, fmt::format("a {}-byte message without a valid header", data.size()));
@@ -229,11 +236,21 @@ void control_server::handle_message(client& c, std::span<const std::byte> data) 
     protocol_error(
         c, fmt::format("{} of {} bytes, expected {}", type_name(*type), data.size(), expected));
   };
-  if (c.awaiting_guest) {
+  // Only a connect_socket_request carries an fd, and it must.
+  if (attached.valid() != (*type == wire::message_type::connect_socket_request)) {
+    protocol_error(c, fmt::format("{} {} a file descriptor", type_name(*type),
+                                  attached.valid() ? "with" : "without"));
+    return;
+  }
+  if (c.waiting_for_guest) {
     protocol_error(c, fmt::format("{} while its connect waits for the guest", type_name(*type)));
     return;
   }
   if (c.listening) {
+    if (*type == wire::message_type::listen_request) {
+      if (auto m = wire::decode<wire::listen_request>(data, *type)) return handle_listen(c, *m);
+      return wrong_size(sizeof(wire::listen_request));
+    }
     if (*type != wire::message_type::accepted) {
       protocol_error(c, fmt::format("unexpected {} on a listener connection", type_name(*type)));
       return;
@@ -250,6 +267,10 @@ void control_server::handle_message(client& c, std::span<const std::byte> data) 
     case wire::message_type::connect_request:
       if (auto m = wire::decode<wire::connect_request>(data, *type)) return handle_connect(c, *m);
       return wrong_size(sizeof(wire::connect_request));
+    case wire::message_type::connect_socket_request:
+      if (auto m = wire::decode<wire::connect_socket_request>(data, *type))
+        return handle_connect_socket(c, *m, std::move(attached));
+      return wrong_size(sizeof(wire::connect_socket_request));
     case wire::message_type::bind_request:
       if (auto m = wire::decode<wire::bind_request>(data, *type)) return handle_bind(c, *m);
       return wrong_size(sizeof(wire::bind_request));
@@ -261,32 +282,122 @@ void control_server::handle_message(client& c, std::span<const std::byte> data) 
 void control_server::handle_connect(client& c, const wire::connect_request& request) {
   const endpoint target = wire::from_raw(request.target);
   const partition* source = partitions_.find(c.partition);
-  auto sock = sockets_.find(c.partition);
-  if (source == nullptr || sock == sockets_.end()) {  // cannot happen: removal closes clients
+  if (source == nullptr) {  // cannot happen: removal closes clients
     close_client(c.id);
     return;
   }
   auto decision = route(*source, target);
   if (!decision) return refuse(c, decision.error());
-  if (decision->guest_port) return connect_into_guest(c, *source, target, *decision);
+  unique_fd connector_end;
+  if (decision->guest_port) {
+    unique_fd device_end;
+    if (auto made = make_stream_pair(connector_end); !made) {
+      count_refusal(source->name, target, made.error());
+      return refuse(c, made.error());
+    } else {
+      device_end = std::move(*made);
+    }
+    return connect_into_guest(c, *source, target, *decision, std::move(device_end),
+                              std::move(connector_end));
+  }
+  const endpoint connector_local{source->id, service_id_from_port(next_ephemeral_port(c))};
+  auto queued = hand_to_listener(*source, target, *decision, connector_local,
+                                 [&]() { return make_stream_pair(connector_end); });
+  if (!queued) return refuse(c, queued.error());
+  reply_connected(c, *source, target, connector_local, *decision, connector_end.get());
+}
 
-  std::uint32_t& next_port = sock->second.next_port;
-  const std::uint32_t port = next_port;
-  next_port = next_port == 0xffffffffu ? first_ephemeral_port : next_port + 1;
+void control_server::handle_connect_socket(client& c, const wire::connect_socket_request& request,
+                                           unique_fd socket) {
+  const partition* source = partitions_.find(c.partition);
+  if (source == nullptr) {  // cannot happen: removal closes clients
+    close_client(c.id);
+    return;
+  }
+  endpoint target = wire::from_raw(request.target);
+  if (request.flags & wire::target_by_cid) {
+    auto vm = vm_for_cid(*source, request.target_cid);
+    if (!vm) {
+      count_refusal(source->name, target, vm.error());
+      return refuse(c, vm.error());
+    }
+    target.vm = *vm;
+  }
+  auto decision = route(*source, target);
+  if (!decision) return refuse(c, decision.error());
+  const std::uint32_t port =
+      (request.flags & wire::local_port_given) ? request.local_port : next_ephemeral_port(c);
   const endpoint connector_local{source->id, service_id_from_port(port)};
+  auto connect_socket = [&]() -> result<unique_fd> {
+    auto b = socket_broker_for_clients();
+    if (!b) return b.error();
+    return (*b)->connect(socket.get());
+  };
+  if (decision->guest_port) {
+    auto device_end = connect_socket();
+    if (!device_end) {
+      count_refusal(source->name, target, device_end.error());
+      return refuse(c, device_end.error());
+    }
+    return connect_into_guest(c, *source, target, *decision, std::move(*device_end), unique_fd());
+  }
+  auto queued = hand_to_listener(*source, target, *decision, connector_local, connect_socket);
+  if (!queued) return refuse(c, queued.error());
+  reply_connected(c, *source, target, connector_local, *decision, -1);
+}
 
-  auto connector_end = hand_to_listener(*source, target, *decision, connector_local);
-  if (!connector_end) return refuse(c, connector_end.error());
+void control_server::reply_connected(client& c, const partition& source, const endpoint& target,
+                                     const endpoint& connector_local,
+                                     const route_decision& decision, int connector_end) {
+  const partition* dest = partitions_.find(decision.target);
   const auto reply =
-      wire::make_reply(connector_local, endpoint{decision->connector_peer, target.service});
-  if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), connector_end->get(),
-                                       MSG_DONTWAIT);
+      wire::make_reply(connector_local, endpoint{decision.connector_peer, target.service},
+                       source.cid, dest != nullptr ? dest->cid : 0);
+  if (auto sent =
+          detail::send_message(c.fd.get(), wire::as_bytes(reply), connector_end, MSG_DONTWAIT);
       !sent) {
     // The listener already has its end; it will read EOF when ours closes.
     log_(fmt::format("{}: connect {}: the connector went away before the reply ({})", c.partition,
                      target.to_string(), sent.error().message()));
   }
   close_client(c.id);
+}
+
+std::uint32_t control_server::next_ephemeral_port(const client& c) {
+  auto sock = sockets_.find(c.partition);
+  if (sock == sockets_.end()) return first_ephemeral_port;  // cannot happen
+  std::uint32_t& next = sock->second.next_port;
+  const std::uint32_t port = next;
+  next = next == 0xffffffffu ? first_ephemeral_port : next + 1;
+  return port;
+}
+
+result<vm_id> control_server::vm_for_cid(const partition& source, std::uint32_t cid) const {
+  constexpr std::uint32_t cid_local = 1, cid_any = 0xffffffffu;
+  if (cid == cid_local || cid == source.cid) return vm_id_loopback;
+  if (cid == cid_any)
+    return failure(errc::invalid_argument, "CID -1 (any) is for binding; connect needs a CID");
+  const partition* p = partitions_.find_by_cid(cid);
+  if (p == nullptr)
+    return failure(errc::unknown_partition, fmt::format("no partition has CID {}", cid));
+  return p->id;
+}
+
+result<socket_broker*> control_server::socket_broker_for_clients() {
+  if (!socket_broker_) {
+    auto opened = socket_broker::open(options_.runtime_dir + "/broker.sock");
+    if (!opened) return opened.error();
+    socket_broker_.emplace(std::move(*opened));
+  }
+  return &*socket_broker_;
+}
+
+result<unique_fd> control_server::make_stream_pair(unique_fd& other_end) {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
+    return make_system_error(errno, "the switch could not create a stream");
+  other_end.reset(ends[1]);
+  return unique_fd(ends[0]);
 }
 
 result<route_decision> control_server::route(const partition& source, const endpoint& target) {
@@ -296,21 +407,19 @@ result<route_decision> control_server::route(const partition& source, const endp
 }
 
 void control_server::connect_into_guest(client& c, const partition& source, const endpoint& target,
-                                        const route_decision& decision) {
-  auto refused = [&](failure why) {
-    count_refusal(source.name, target, why);
-    refuse(c, why);
-  };
+                                        const route_decision& decision, unique_fd device_end,
+                                        unique_fd connector_end) {
   auto guest = guests_.find(decision.target_name);
-  if (guest == guests_.end())  // cannot happen: QEMU partitions always have one
-    return refused(failure(errc::connection_refused,
-                           fmt::format("VM \"{}\" has no vsock device", decision.target_name)));
-  int ends[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
-    return refused(make_system_error(errno, "the switch could not create a stream"));
-  unique_fd device_end(ends[0]);
-  c.awaiting_guest.reset(ends[1]);
-  const std::array<ino_t, 2> inodes{inode_of(ends[0]), inode_of(ends[1])};
+  if (guest == guests_.end()) {  // cannot happen: QEMU partitions always have one
+    const failure why(errc::connection_refused,
+                      fmt::format("VM \"{}\" has no vsock device", decision.target_name));
+    count_refusal(source.name, target, why);
+    return refuse(c, why);
+  }
+  const std::array<ino_t, 2> inodes{inode_of(device_end.get()),
+                                    connector_end ? inode_of(connector_end.get()) : 0};
+  c.waiting_for_guest = true;
+  c.reply_fd = std::move(connector_end);
   if (options_.log_connections)
     log_(fmt::format("{}: connect {}: asking VM \"{}\" (guest port {})", source.name,
                      target.to_string(), decision.target_name, *decision.guest_port));
@@ -318,17 +427,18 @@ void control_server::connect_into_guest(client& c, const partition& source, cons
   // `c` must not be used after this call.
   guest->second->connect(
       *decision.guest_port, std::move(device_end),
-      [this, id = c.id, source_name = source.name, target, peer = decision.connector_peer, inodes,
-       vm = decision.target_name](result<std::uint32_t> host_port) {
+      [this, id = c.id, source_name = source.name, target, decision,
+       inodes](result<std::uint32_t> host_port) {
         if (!host_port)  // the device's message names the port, not the VM
-          host_port = failure(host_port.error().code(),
-                              fmt::format("VM \"{}\": {}", vm, host_port.error().message()));
-        on_guest_answer(id, source_name, target, peer, std::move(host_port), inodes);
+          host_port = failure(
+              host_port.error().code(),
+              fmt::format("VM \"{}\": {}", decision.target_name, host_port.error().message()));
+        on_guest_answer(id, source_name, target, decision, std::move(host_port), inodes);
       });
 }
 
 void control_server::on_guest_answer(std::uint64_t client_id, const std::string& source_name,
-                                     const endpoint& target, const vm_id& peer,
+                                     const endpoint& target, const route_decision& decision,
                                      result<std::uint32_t> host_port, std::array<ino_t, 2> inodes) {
   auto it = clients_.find(client_id);
   if (!host_port) {
@@ -345,20 +455,15 @@ void control_server::on_guest_answer(std::uint64_t client_id, const std::string&
     return;
   }
   counters_.record_accepted(target.service, inodes[0], inodes[1]);
-  const endpoint connector_local{source->id, service_id_from_port(*host_port)};
-  const auto reply = wire::make_reply(connector_local, endpoint{peer, target.service});
-  if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), c.awaiting_guest.get(),
-                                       MSG_DONTWAIT);
-      !sent)
-    log_(fmt::format("{}: connect {}: the connector went away before the reply ({})", source_name,
-                     target.to_string(), sent.error().message()));
-  close_client(client_id);
+  const unique_fd reply_fd = std::move(c.reply_fd);
+  reply_connected(c, *source, target, endpoint{source->id, service_id_from_port(*host_port)},
+                  decision, reply_fd ? reply_fd.get() : -1);
 }
 
-result<unique_fd> control_server::hand_to_listener(const partition& source, const endpoint& target,
-                                                   const route_decision& decision,
-                                                   const endpoint& connector_local) {
-  auto refused = [&](failure why) -> result<unique_fd> {
+result<void> control_server::hand_to_listener(
+    const partition& source, const endpoint& target, const route_decision& decision,
+    const endpoint& connector_local, const std::function<result<unique_fd>()>& open_stream) {
+  auto refused = [&](failure why) -> result<void> {
     count_refusal(source.name, target, why);
     return why;
   };
@@ -368,6 +473,10 @@ result<unique_fd> control_server::hand_to_listener(const partition& source, cons
   if (found == clients_.end())  // cannot happen: closing a listener unbinds it
     return refused(failure(errc::connection_refused, "the listener went away"));
   client& listener = found->second;
+  if (listener.backlog == 0)
+    return refused(failure(errc::connection_refused,
+                           fmt::format("the socket bound to {} in \"{}\" is not listening",
+                                       listener.bound.to_string(), decision.target_name)));
   if (listener.pending >= listener.backlog)
     return refused(
         failure(errc::backlog_full,
@@ -375,17 +484,17 @@ result<unique_fd> control_server::hand_to_listener(const partition& source, cons
                             "(its backlog)",
                             listener.bound.to_string(), decision.target_name, listener.pending)));
 
-  int ends[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
-    return refused(make_system_error(errno, "the switch could not create a stream"));
-  unique_fd listener_end(ends[0]);
-  unique_fd connector_end(ends[1]);
+  auto listener_end = open_stream();
+  if (!listener_end) return refused(listener_end.error());
 
+  const partition* dest = partitions_.find(decision.target);
   auto incoming = wire::make<wire::incoming>(wire::message_type::incoming);
   incoming.local = wire::to_raw(decision.listener_local);
   incoming.peer = wire::to_raw(endpoint{decision.acceptor_peer, connector_local.service});
+  incoming.local_cid = dest != nullptr ? dest->cid : 0;
+  incoming.peer_cid = source.cid;
   auto queued = detail::send_message(listener.fd.get(), wire::as_bytes(incoming),
-                                     listener_end.get(), MSG_DONTWAIT);
+                                     listener_end->get(), MSG_DONTWAIT);
   if (!queued) {
     if (queued.error().code() == errc::would_block)
       return refused(failure(errc::backlog_full,
@@ -400,12 +509,11 @@ result<unique_fd> control_server::hand_to_listener(const partition& source, cons
                            fmt::format("the listener in \"{}\" went away", target_name)));
   }
   ++listener.pending;
-  counters_.record_accepted(target.service, inode_of(listener_end.get()),
-                            inode_of(connector_end.get()));
+  counters_.record_accepted(target.service, inode_of(listener_end->get()), 0);
   if (options_.log_connections)
     log_(fmt::format("{}: connect {}: to \"{}\" (listener {})", source.name, target.to_string(),
                      decision.target_name, decision.listener_local.to_string()));
-  return connector_end;
+  return {};
 }
 
 void control_server::handle_bind(client& c, const wire::bind_request& request) {
@@ -427,16 +535,43 @@ void control_server::handle_bind(client& c, const wire::bind_request& request) {
   c.bound = local;
   c.backlog = request.backlog;
   size_send_buffer(c.fd.get(), c.backlog);
-  const auto reply = wire::make_reply(local, endpoint{});
+  const auto reply = wire::make_reply(local, endpoint{}, p->cid, 0);
   if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), -1, MSG_DONTWAIT);
       !sent) {
     close_client(c.id);
     return;
   }
-  const service_entry* s = services_.find(local.service);
-  log_(fmt::format("{}: listening on {}{} (backlog {})", c.partition, local.to_string(),
-                   s != nullptr ? fmt::format(" \"{}\"", s->name) : std::string(" (unregistered)"),
-                   c.backlog));
+  log_listening(c);
+}
+
+void control_server::handle_listen(client& c, const wire::listen_request& request) {
+  // As listen(2) again on a listening socket: a new backlog.
+  if (auto ok = router_.check_backlog(request.backlog); !ok) {
+    const auto reply = wire::make_reply(ok.error());
+    (void)detail::send_message(c.fd.get(), wire::as_bytes(reply), -1, MSG_DONTWAIT);
+    return;
+  }
+  c.backlog = request.backlog;
+  size_send_buffer(c.fd.get(), c.backlog);
+  const partition* p = partitions_.find(c.partition);
+  const auto reply = wire::make_reply(c.bound, endpoint{}, p != nullptr ? p->cid : 0, 0);
+  if (auto sent = detail::send_message(c.fd.get(), wire::as_bytes(reply), -1, MSG_DONTWAIT);
+      !sent) {
+    close_client(c.id);
+    return;
+  }
+  log_listening(c);
+}
+
+void control_server::log_listening(const client& c) {
+  const service_entry* s = services_.find(c.bound.service);
+  const std::string name =
+      s != nullptr ? fmt::format(" \"{}\"", s->name) : std::string(" (unregistered)");
+  if (c.backlog == 0)
+    log_(fmt::format("{}: bound {}{} (not listening yet)", c.partition, c.bound.to_string(), name));
+  else
+    log_(fmt::format("{}: listening on {}{} (backlog {})", c.partition, c.bound.to_string(), name,
+                     c.backlog));
 }
 
 void control_server::count_refusal(const std::string& partition, const endpoint& target,

@@ -29,7 +29,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,6 +49,7 @@
 #include "daemon/router.hpp"
 #include "daemon/service_counters.hpp"
 #include "daemon/service_registry.hpp"
+#include "daemon/socket_broker.hpp"
 #include "protocol/control_wire.hpp"
 
 namespace hvsock::daemon {
@@ -102,31 +105,50 @@ class control_server {
     endpoint bound{};
     std::uint32_t backlog = 0;
     std::uint32_t pending = 0;  // incoming sent, accepted not yet received
-    // A connect into a QEMU guest waiting for the guest's answer: the end
-    // the reply will carry.
-    unique_fd awaiting_guest;
+    // A connect into a QEMU guest waiting for the guest's answer, and the
+    // end the reply will carry (none when the client's own socket was
+    // connected).
+    bool waiting_for_guest = false;
+    unique_fd reply_fd;
   };
 
   result<void> open_guest(const partition& p);
   void on_partition_socket(const std::string& name);
   void on_client(std::uint64_t id);
-  void handle_message(client& c, std::span<const std::byte> data);
+  void handle_message(client& c, std::span<const std::byte> data, unique_fd attached);
   void handle_connect(client& c, const detail::wire::connect_request& request);
+  void handle_connect_socket(client& c, const detail::wire::connect_socket_request& request,
+                             unique_fd socket);
+  void handle_listen(client& c, const detail::wire::listen_request& request);
   // Routes a connect from `source` to `target`; a refusal is counted and
   // logged here, as is every refusal below.
   result<route_decision> route(const partition& source, const endpoint& target);
-  // Queues a new stream on the decision's listener; returns the connector's
-  // end.
-  result<unique_fd> hand_to_listener(const partition& source, const endpoint& target,
-                                     const route_decision& decision,
-                                     const endpoint& connector_local);
+  // Checks that the decision's listener takes a connection now, then gets
+  // the listener's end of the new stream from `open_stream` and queues it.
+  result<void> hand_to_listener(const partition& source, const endpoint& target,
+                                const route_decision& decision, const endpoint& connector_local,
+                                const std::function<result<unique_fd>()>& open_stream);
   // Starts the connect into a QEMU guest; on_guest_answer finishes it.
   void connect_into_guest(client& c, const partition& source, const endpoint& target,
-                          const route_decision& decision);
+                          const route_decision& decision, unique_fd device_end,
+                          unique_fd connector_end);
   void on_guest_answer(std::uint64_t client_id, const std::string& source_name,
-                       const endpoint& target, const vm_id& peer, result<std::uint32_t> host_port,
-                       std::array<ino_t, 2> inodes);
+                       const endpoint& target, const route_decision& decision,
+                       result<std::uint32_t> host_port, std::array<ino_t, 2> inodes);
+  // Sends the connector its success reply (with `connector_end` if >= 0)
+  // and closes its control connection.
+  void reply_connected(client& c, const partition& source, const endpoint& target,
+                       const endpoint& connector_local, const route_decision& decision,
+                       int connector_end);
+  std::uint32_t next_ephemeral_port(const client& c);
+  // The partition a vsock CID names, as seen from `source` (1 and its own
+  // CID are itself).
+  result<vm_id> vm_for_cid(const partition& source, std::uint32_t cid) const;
+  result<socket_broker*> socket_broker_for_clients();
+  // A new AF_UNIX stream pair: returns one end, puts the other in `other_end`.
+  static result<unique_fd> make_stream_pair(unique_fd& other_end);
   void handle_bind(client& c, const detail::wire::bind_request& request);
+  void log_listening(const client& c);
   void refuse(client& c, const failure& why);
   void count_refusal(const std::string& partition, const endpoint& target, const failure& why);
   void protocol_error(client& c, const std::string& what);
@@ -144,6 +166,7 @@ class control_server {
   std::map<std::string, partition_socket, std::less<>> sockets_;
   std::map<std::string, std::unique_ptr<qemu_guest>, std::less<>> guests_;
   std::unordered_map<std::uint64_t, client> clients_;
+  std::optional<socket_broker> socket_broker_;  // opened at the first connect_socket_request
   std::uint64_t next_client_id_ = 1;
   bool limit_logged_ = false;  // "client limit reached" is logged once per episode
   std::array<std::byte, detail::wire::max_message_size + 1> buffer_{};

@@ -148,9 +148,7 @@ result<route_decision> router::route(const partition& source, const endpoint& ta
 
 result<void> router::check_bind(const partition& p, const endpoint& local,
                                 std::int64_t backlog) const {
-  if (backlog < 1 || backlog > max_backlog)
-    return failure(errc::invalid_argument,
-                   fmt::format("backlog {} is outside 1..{}", backlog, max_backlog));
+  if (auto ok = check_backlog(backlog); !ok) return ok;
   if (auto known = classify_vm_id(local.vm)) {
     switch (*known) {
       case well_known_vm_id::broadcast:
@@ -181,6 +179,13 @@ result<void> router::check_bind(const partition& p, const endpoint& local,
     return failure(errc::address_in_use,
                    fmt::format("{}:{} is already bound in {}", describe_vm(local.vm),
                                local.service.to_string(), describe(p)));
+  return {};
+}
+
+result<void> router::check_backlog(std::int64_t backlog) {
+  if (backlog < 0 || backlog > max_backlog)
+    return failure(errc::invalid_argument,
+                   fmt::format("backlog {} is outside 0..{}", backlog, max_backlog));
   return {};
 }
 

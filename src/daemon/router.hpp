@@ -70,12 +70,14 @@ class router {
 
   // Whether `p` may bind `local` with `backlog`: broadcast_not_allowed,
   // parent_on_host, invalid_argument (SILOHOST outside a container, backlog
-  // outside 1..max_backlog), unknown_partition (a VmId no partition has),
-  // address_in_use.
+  // outside 0..max_backlog; 0 reserves the address without listening),
+  // unknown_partition (a VmId no partition has), address_in_use.
   result<void> check_bind(const partition& p, const endpoint& local, std::int64_t backlog) const;
   // check_bind, then records the listener under `handle` (unique per listener).
   result<void> bind(const partition& p, const endpoint& local, std::int64_t backlog,
                     listener_handle handle);
+  // invalid_argument unless 0 <= backlog <= max_backlog.
+  static result<void> check_backlog(std::int64_t backlog);
   // Forgets the listener; unknown handles are ignored.
   void unbind(listener_handle handle);
   std::size_t listener_count() const { return by_handle_.size(); }

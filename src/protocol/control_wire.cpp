@@ -25,11 +25,14 @@ reply make_reply(const failure& failure) {
   return r;
 }
 
-reply make_reply(const endpoint& local, const endpoint& peer) {
+reply make_reply(const endpoint& local, const endpoint& peer, std::uint32_t local_cid,
+                 std::uint32_t peer_cid) {
   auto r = make<reply>(message_type::reply);
   r.status = 0;
   r.local = to_raw(local);
   r.peer = to_raw(peer);
+  r.local_cid = local_cid;
+  r.peer_cid = peer_cid;
   return r;
 }
 
@@ -47,7 +50,9 @@ std::optional<message_type> peek_type(std::span<const std::byte> data) {
     case message_type::bind_request:
     case message_type::accepted:
     case message_type::reply:
-    case message_type::incoming: return static_cast<message_type>(h.type);
+    case message_type::incoming:
+    case message_type::connect_socket_request:
+    case message_type::listen_request: return static_cast<message_type>(h.type);
   }
   return std::nullopt;
 }
@@ -65,5 +70,7 @@ template std::optional<bind_request> decode(std::span<const std::byte>, message_
 template std::optional<accepted> decode(std::span<const std::byte>, message_type);
 template std::optional<reply> decode(std::span<const std::byte>, message_type);
 template std::optional<incoming> decode(std::span<const std::byte>, message_type);
+template std::optional<connect_socket_request> decode(std::span<const std::byte>, message_type);
+template std::optional<listen_request> decode(std::span<const std::byte>, message_type);
 
 }  // namespace hvsock::detail::wire

@@ -6,12 +6,21 @@
 //   connect: client sends connect_request; daemon answers with a reply, and on
 //            success attaches the client's end of the new stream. The client
 //            then closes the control connection.
+//   connect a socket: client sends connect_socket_request with its own
+//            unconnected AF_UNIX stream socket attached; on success the
+//            daemon has connected that very socket (so the client's fd keeps
+//            its identity: epoll registrations, flags) and the reply carries
+//            no fd. The target may be given by vsock CID. Used by the preload
+//            shim, whose application fds must stay the same file.
 //   listen:  client sends bind_request; daemon answers with a reply. The
 //            connection then *is* the listener: for each brokered connection
 //            the daemon sends an incoming message with the listener's end of
 //            the stream attached, and the client answers each with an
 //            accepted message once it has taken it (so the daemon knows how
 //            full the backlog is). Closing the connection unbinds.
+//            A bind_request with backlog 0 only reserves the address (a
+//            bound, not yet listening socket: connects to it are refused);
+//            a later listen_request starts listening, or changes the backlog.
 //
 // Messages are fixed-size structs in host byte order (both ends are on one
 // machine), each starting with a header whose magic, version and type are
@@ -40,6 +49,8 @@ enum class message_type : std::uint16_t {
   accepted = 3,
   reply = 4,
   incoming = 5,
+  connect_socket_request = 6,
+  listen_request = 7,
 };
 
 struct header {
@@ -58,9 +69,26 @@ struct connect_request {
   raw_endpoint target;
 };
 
+// Flags of connect_socket_request.
+inline constexpr std::uint32_t target_by_cid = 1;     // target_cid, not target.vm
+inline constexpr std::uint32_t local_port_given = 2;  // the socket was bound to local_port
+
+struct connect_socket_request {
+  header head;
+  raw_endpoint target;  // target.service always; target.vm unless target_by_cid
+  std::uint32_t target_cid;
+  std::uint32_t local_port;
+  std::uint32_t flags;
+};
+
 struct bind_request {
   header head;
   raw_endpoint local;
+  std::uint32_t backlog;  // 0: reserve the address, listen later (listen_request)
+};
+
+struct listen_request {
+  header head;
   std::uint32_t backlog;
 };
 
@@ -72,17 +100,21 @@ inline constexpr std::size_t max_reason_length = 480;
 
 struct reply {
   header head;
-  std::int32_t status;  // 0, or an hvsock::errc value
-  raw_endpoint local;   // the caller's side as the switch sees it
-  raw_endpoint peer;    // the other side (connect only)
+  std::int32_t status;      // 0, or an hvsock::errc value
+  raw_endpoint local;       // the caller's side as the switch sees it
+  raw_endpoint peer;        // the other side (connect only)
+  std::uint32_t local_cid;  // the vsock CIDs of the two partitions
+  std::uint32_t peer_cid;
   std::uint16_t reason_length;
   char reason[max_reason_length];  // why it failed, for a person
 };
 
 struct incoming {
   header head;
-  raw_endpoint local;  // the listener's side of the new connection
-  raw_endpoint peer;   // the connecting side, as the listener's partition names it
+  raw_endpoint local;       // the listener's side of the new connection
+  raw_endpoint peer;        // the connecting side, as the listener's partition names it
+  std::uint32_t local_cid;  // the vsock CIDs of the two partitions
+  std::uint32_t peer_cid;
 };
 
 // The largest message either side sends; receivers use a buffer one byte
@@ -102,7 +134,8 @@ Message make(message_type type) {
 }
 
 reply make_reply(const failure& failure);
-reply make_reply(const endpoint& local, const endpoint& peer);
+reply make_reply(const endpoint& local, const endpoint& peer, std::uint32_t local_cid = 0,
+                 std::uint32_t peer_cid = 0);
 std::string reply_reason(const reply& r);
 
 // The type of a well-formed header, or nullopt (bad size, magic or version).

@@ -1,0 +1,69 @@
+// socket_broker: checking, connecting and accepting a client's socket.
+#include "daemon/socket_broker.hpp"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "daemon/event_loop.hpp"
+
+namespace hvsock::daemon {
+namespace {
+
+int socket_option(int fd, int name) {
+  int value = -1;
+  socklen_t len = sizeof value;
+  return ::getsockopt(fd, SOL_SOCKET, name, &value, &len) == 0 ? value : -1;
+}
+
+// Stray connections from other processes are dropped; ours is always queued
+// already, since an AF_UNIX connect completes at once.
+constexpr int max_strays = 16;
+
+}  // namespace
+
+result<socket_broker> socket_broker::open(std::string path) {
+  auto fd = listen_unix(path, SOCK_STREAM, socket_file_options{});
+  if (!fd) return fd.error().with_context("the socket broker");
+  return socket_broker(std::move(path), std::move(*fd));
+}
+
+socket_broker::~socket_broker() {
+  if (fd_) ::unlink(path_.c_str());
+}
+
+result<unique_fd> socket_broker::connect(int client) {
+  if (socket_option(client, SO_DOMAIN) != AF_UNIX || socket_option(client, SO_TYPE) != SOCK_STREAM)
+    return failure(errc::invalid_argument, "the attached fd is not an AF_UNIX stream socket");
+  if (socket_option(client, SO_ACCEPTCONN) != 0)
+    return failure(errc::invalid_argument, "the attached socket is listening");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path_.size() >= sizeof addr.sun_path)
+    return failure(errc::invalid_argument, "the broker socket path is too long");
+  std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+  int rc;
+  do {
+    rc = ::connect(client, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    if (errno == EISCONN) return failure(errc::invalid_argument, "the socket is already connected");
+    return make_system_error(errno, "connecting the socket");
+  }
+  for (int i = 0; i <= max_strays; ++i) {
+    unique_fd end(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!end) return make_system_error(errno, "accepting the socket");
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(end.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+        cred.pid == ::getpid())
+      return end;
+  }
+  return failure(errc::io_error, "the socket broker is flooded by other processes");
+}
+
+}  // namespace hvsock::daemon
