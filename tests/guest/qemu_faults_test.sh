@@ -60,7 +60,7 @@ for name in a b; do
 done
 ok "VMs a and b each reach the host; neither reaches the other (connect times out, ETIMEDOUT)"
 status=0
-hv run --vm emu -- "$echo_peer" connect "$vmid_a" 7000 1 1 >"$work/emu.log" 2>&1 || status=$?
+hv run --no-preload --vm emu -- "$echo_peer" connect "$vmid_a" 7000 1 1 >"$work/emu.log" 2>&1 || status=$?
 ((status == 3)) && grep -q "cannot reach" "$work/emu.log" ||
   fail "the emulated VM should not reach QEMU guest a (status $status): $(cat "$work/emu.log")"
 ok "an emulated VM cannot reach a QEMU guest: $(grep 'connect failed' "$work/emu.log")"
@@ -80,7 +80,7 @@ wait "$flood_pid" || status=$?
 ((status == 0)) || fail "the host stream into the killed guest should end with a reset (status $status): $(cat "$work/flood.log")"
 ok "QEMU a killed mid-transfer: the host stream $(grep '^ended' "$work/flood.log")"
 wait "$guest_pid_a" || true
-hv run --vm emu -- "$echo_peer" connect parent 5000 1 1048576 >"$work/emu.log" 2>&1 ||
+hv run --no-preload --vm emu -- "$echo_peer" connect parent 5000 1 1048576 >"$work/emu.log" 2>&1 ||
   fail "the emulated VM's connection failed after QEMU a died: $(cat "$work/emu.log")"
 wait "$b_transfer_pid" || fail "the transfer with VM b failed: $(cat "$work/b-transfer.log")"
 ok "meanwhile VM b finished a 16 MiB echo and the emulated VM reached the host"

@@ -44,7 +44,7 @@ detail::management_client open_management(const global_options& options);
 // in runtime_dir(options). Empty means "let libhvsock decide" (the former).
 std::string control_socket(const global_options& options);
 
-// SERVICE: a GUID, or a registered ElementName.
+// SERVICE: a GUID, a vsock port number, or a registered ElementName.
 service_id resolve_service(const std::string& text, const global_options& options);
 // TARGET/--from: a VmId word (parent, loopback, children, any/wildcard, ...),
 // a GUID, or a partition name.

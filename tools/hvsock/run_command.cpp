@@ -1,6 +1,8 @@
 // hvsock run --vm NAME -- CMD [ARG...]: runs CMD as a member of partition
 // NAME. Membership is the control socket: the environment tells libhvsock
-// (in CMD and everything it starts) which partition socket to use.
+// (in CMD and everything it starts) which partition socket to use. Unless
+// --no-preload, CMD also runs under libhvsock-preload.so, so its own
+// AF_VSOCK and AF_HYPERV sockets work in the partition (docs/compatibility.md).
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,18 +10,48 @@
 #include <cstring>
 
 #include "cli_common.hpp"
+#include "preload_setup.hpp"
 #include "protocol/runtime_paths.hpp"
 
 namespace hvsock::cli {
 
+namespace {
+
+// Adds the shim to LD_PRELOAD, or fails when it cannot work: a missing
+// library, or a static executable (LD_PRELOAD never reaches into those, and
+// their vsock calls would go to the kernel instead).
+void preload_into(const std::string& command) {
+  std::vector<std::string> searched;
+  const auto library = find_preload_library(searched);
+  if (!library) {
+    std::string where;
+    for (const auto& s : searched) where += (where.empty() ? "" : ", ") + s;
+    fail("libhvsock-preload.so not found (looked at " + where +
+         "); set HVSOCK_PRELOAD_LIBRARY, or use --no-preload");
+  }
+  if (const auto path = resolve_command(command); path && is_static_executable(*path))
+    fail(*path + " is statically linked, so the preload shim cannot reach its socket calls; " +
+         "use --no-preload (fine for programs that use libhvsock)");
+  std::string preload = *library;
+  if (const char* existing = std::getenv("LD_PRELOAD"); existing != nullptr && *existing != '\0')
+    preload += std::string(":") + existing;
+  ::setenv("LD_PRELOAD", preload.c_str(), 1);
+}
+
+}  // namespace
+
 void add_run_command(CLI::App& app, global_options& options) {
   struct run_args {
     std::string vm{detail::host_partition_name};
+    bool no_preload = false;
     std::vector<std::string> command;
   };
   auto args = std::make_shared<run_args>();
   auto* run = app.add_subcommand("run", "Run a command inside a partition (default: the host)");
   run->add_option("--vm", args->vm, "the partition to run in");
+  run->add_flag("--no-preload", args->no_preload,
+                "do not preload libhvsock-preload.so (CMD's own AF_VSOCK sockets then are "
+                "the kernel's)");
   run->add_option("CMD", args->command, "the command and its arguments (after --)")->required();
   run->callback([args, &options] {
     // Ask the switch, so a typo is an error here rather than a confusing
@@ -27,13 +59,19 @@ void add_run_command(CLI::App& app, global_options& options) {
     auto client = open_management(options);
     const auto partitions = must(client.call("vm.list"));
     std::string control_socket;
+    std::uint32_t cid = 0;
     for (const auto& p : partitions)
-      if (p.value("name", "") == args->vm) control_socket = p.value("control_socket", "");
+      if (p.value("name", "") == args->vm) {
+        control_socket = p.value("control_socket", "");
+        cid = p.value("cid", 0u);
+      }
     if (control_socket.empty())
       fail("no partition named \"" + args->vm + "\" (see: hvsock vm list)");
+    if (!args->no_preload) preload_into(args->command.front());
     ::setenv(detail::env_control_socket, control_socket.c_str(), 1);
     ::setenv(detail::env_partition, args->vm.c_str(), 1);
     ::setenv(detail::env_runtime_dir, runtime_dir(options).c_str(), 1);
+    ::setenv("HVSOCK_CID", std::to_string(cid).c_str(), 1);
     std::vector<char*> argv;
     for (auto& a : args->command) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -1,0 +1,500 @@
+// emulation: the vsock / AF_HYPERV calls on top of hvsockd's control protocol.
+#include "preload/emulation.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <linux/vm_sockets.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include <hvsock/listener.hpp>
+
+#include "preload/real_calls.hpp"
+#include "protocol/control_wire.hpp"
+#include "protocol/runtime_paths.hpp"
+#include "sys/fd_passing.hpp"
+#include "sys/socket_ops.hpp"
+
+namespace hvsock::preload {
+namespace wire = detail::wire;
+namespace {
+
+using namespace std::chrono_literals;
+
+// The reference's HVSOCKET options (SOL_SOCKET's numbers on Linux: see
+// docs/compatibility.md for how the two are told apart).
+constexpr int hvsocket_connect_timeout = 1;
+constexpr int hvsocket_container_passthru = 2;
+constexpr int hvsocket_connected_suspend = 4;
+constexpr std::uint32_t hvsocket_connect_timeout_max_ms = 300000;
+
+// Linux picks ephemeral vsock ports above the reserved range.
+constexpr std::uint32_t last_reserved_port = 1023;
+constexpr int ephemeral_tries = 64;
+
+// How long a bind or listen may wait for hvsockd.
+constexpr auto daemon_reply_limit = 5000ms;
+
+int fail(int err) {
+  errno = err;
+  return -1;
+}
+
+// hvsockd not answering is worth a line on stderr: a program under the shim
+// would otherwise only see an errno it cannot explain.
+void report_daemon_problem(const failure& f) {
+  static std::atomic<bool> reported{false};
+  if (!reported.exchange(true)) std::fprintf(stderr, "hvsock-preload: %s\n", f.message().c_str());
+}
+
+int errno_for(const failure& f) {
+  if (f.code().category() == std::system_category()) return f.code().value();
+  if (f.code().category() != hvsock_category()) return EIO;
+  switch (static_cast<errc>(f.code().value())) {
+    // Refusals reach a vsock connector as an RST: ECONNRESET, as the
+    // kernel's virtio transport reports it.
+    case errc::connection_refused:
+    case errc::service_not_registered:
+    case errc::service_disabled:
+    case errc::backlog_full: return ECONNRESET;
+    case errc::network_unreachable:
+    case errc::unknown_partition:
+    case errc::parent_on_host: return ENETUNREACH;
+    case errc::address_in_use: return EADDRINUSE;
+    case errc::broadcast_not_allowed: return EADDRNOTAVAIL;
+    case errc::timed_out: return ETIMEDOUT;
+    case errc::daemon_unavailable: report_daemon_problem(f); return ENETDOWN;
+    case errc::permission_denied: return EACCES;
+    case errc::limit_reached: return ENOBUFS;
+    case errc::invalid_argument:
+    case errc::no_vsock_port:
+    case errc::invalid_guid: return EINVAL;
+    default: return EIO;
+  }
+}
+
+int fail(const failure& f) { return fail(errno_for(f)); }
+
+std::chrono::milliseconds timeout_of(const timeval& tv) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec));
+}
+
+// The reply on `control`, waiting at most `limit`.
+result<wire::reply> await_reply(int control, std::chrono::milliseconds limit) {
+  if (auto ready = detail::wait_ready(control, POLLIN, limit); !ready) return ready.error();
+  std::array<std::byte, wire::max_message_size + 1> buf{};
+  auto got = detail::receive_message(control, buf);
+  if (!got) return got.error();
+  if (got->size == 0)
+    return failure(errc::daemon_unavailable, "hvsockd closed the control connection");
+  auto r = wire::decode<wire::reply>(std::span(buf.data(), got->size), wire::message_type::reply);
+  if (!r) return failure(errc::protocol_error, "hvsockd sent something other than a reply");
+  if (r->status != 0) return failure(static_cast<errc>(r->status), wire::reply_reason(*r));
+  return *r;
+}
+
+result<unique_fd> open_control() {
+  return detail::connect_unix(detail::process_control_socket(), SOCK_SEQPACKET);
+}
+
+// A bind_request with backlog 0 on a new control connection: the address
+// is reserved for as long as that connection stays open.
+result<unique_fd> reserve(const endpoint& local) {
+  auto control = open_control();
+  if (!control) return control.error();
+  auto request = wire::make<wire::bind_request>(wire::message_type::bind_request);
+  request.local = wire::to_raw(local);
+  request.backlog = 0;
+  if (auto sent = detail::send_message(control->get(), wire::as_bytes(request)); !sent)
+    return sent.error();
+  auto reply = await_reply(control->get(), daemon_reply_limit);
+  if (!reply) return reply.error();
+  return std::move(*control);
+}
+
+std::uint32_t random_ephemeral_port() {
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  return std::uniform_int_distribution<std::uint32_t>(last_reserved_port + 1, 0x7fffffff)(rng);
+}
+
+// Copies `addr` (of `size` bytes) out as getsockname(2) does: truncated to
+// the caller's buffer, with the full size reported.
+int copy_out(const void* addr, socklen_t size, sockaddr* out, socklen_t* len) {
+  if (out == nullptr || len == nullptr) return fail(EFAULT);
+  std::memcpy(out, addr, std::min(*len, size));
+  *len = size;
+  return 0;
+}
+
+int report_address(const emulated_socket& s, const vsock_address& vsock, const endpoint& ep,
+                   sockaddr* out, socklen_t* len) {
+  if (s.family == AF_VSOCK) {
+    sockaddr_vm addr{};
+    addr.svm_family = AF_VSOCK;
+    addr.svm_cid = vsock.cid;
+    addr.svm_port = vsock.port;
+    return copy_out(&addr, sizeof addr, out, len);
+  }
+  const sockaddr_hv addr = to_sockaddr_hv(ep);
+  return copy_out(&addr, sizeof addr, out, len);
+}
+
+std::uint32_t port_of(const service_id& service) {
+  auto port = port_from_service_id(service);
+  return port ? *port : VMADDR_PORT_ANY;
+}
+
+// Once hvsockd has connected the socket, a failed connect cannot leave it
+// unconnected; a fresh socket with the same flags takes its place, as
+// after a refused kernel connect the socket is unconnected again.
+void renew_if_connected(int fd) {
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  if (real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
+  const int status = real::fcntl_int(fd, F_GETFL, 0);
+  const int fd_flags = real::fcntl_int(fd, F_GETFD, 0);
+  const int fresh = real::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fresh < 0) return;
+  real::dup3(fresh, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+  real::close(fresh);
+  if (status >= 0) real::fcntl_int(fd, F_SETFL, status);
+}
+
+template <class T>
+int get_value(const T& value, void* out, socklen_t* len) {
+  if (out == nullptr || len == nullptr) return fail(EFAULT);
+  if (*len < sizeof(T)) return fail(EINVAL);
+  std::memcpy(out, &value, sizeof(T));
+  *len = sizeof(T);
+  return 0;
+}
+
+template <class T>
+bool read_value(const void* in, socklen_t len, T& value) {
+  if (in == nullptr || len < sizeof(T)) return false;
+  std::memcpy(&value, in, sizeof(T));
+  return true;
+}
+
+// As the kernel's vsock_update_buffer_size: the maximum first, then the
+// minimum, so a minimum above the maximum wins.
+void update_buffer_size(emulated_socket& s, std::uint64_t wanted) {
+  if (wanted > s.buffer_max) wanted = s.buffer_max;
+  if (wanted < s.buffer_min) wanted = s.buffer_min;
+  s.buffer_size = wanted;
+}
+
+}  // namespace
+
+std::uint32_t own_cid() {
+  if (const char* v = std::getenv("HVSOCK_CID"); v != nullptr && *v != '\0')
+    return static_cast<std::uint32_t>(std::strtoul(v, nullptr, 10));
+  return VMADDR_CID_HOST;
+}
+
+int emulated_socket_call(int domain, int type, int protocol) {
+  const int flags = type & (SOCK_NONBLOCK | SOCK_CLOEXEC);
+  const int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (domain == AF_VSOCK) {
+    if (protocol != 0 && protocol != PF_VSOCK) return fail(EPROTONOSUPPORT);
+    if (base != SOCK_STREAM) return fail(ESOCKTNOSUPPORT);  // docs/compatibility.md
+  } else {
+    if (base != SOCK_STREAM) return fail(ESOCKTNOSUPPORT);
+    if (protocol != hv_protocol_raw && protocol != 0) return fail(EPROTONOSUPPORT);
+  }
+  const int fd = real::socket(AF_UNIX, SOCK_STREAM | flags, 0);
+  if (fd < 0) return -1;
+  auto s = std::make_shared<emulated_socket>();
+  s->family = domain;
+  socket_table::instance().set(fd, std::move(s));
+  return fd;
+}
+
+int emulated_bind(emulated_socket& s, const sockaddr* addr, socklen_t len) {
+  std::lock_guard guard(s.lock);
+  if (addr == nullptr) return fail(EFAULT);
+  if (s.state != socket_state::unbound) return fail(EINVAL);
+  if (s.family == AF_VSOCK) {
+    if (len < sizeof(sockaddr_vm)) return fail(EINVAL);
+    sockaddr_vm want;
+    std::memcpy(&want, addr, sizeof want);
+    if (want.svm_family != AF_VSOCK) return fail(EAFNOSUPPORT);
+    if (want.svm_cid != VMADDR_CID_ANY && want.svm_cid != VMADDR_CID_LOCAL &&
+        want.svm_cid != own_cid())
+      return fail(EADDRNOTAVAIL);
+    // Every connection to this partition is addressed to its CID, so any
+    // CID it may bind means "whoever may reach this partition".
+    const bool any_port = want.svm_port == VMADDR_PORT_ANY;
+    failure last;
+    for (int i = 0; i < (any_port ? ephemeral_tries : 1); ++i) {
+      const std::uint32_t port = any_port ? random_ephemeral_port() : want.svm_port;
+      const endpoint local{vm_id_wildcard, service_id_from_port(port)};
+      auto held = reserve(local);
+      if (held) {
+        s.reservation = held->release();
+        s.state = socket_state::bound;
+        s.local_vsock = {want.svm_cid, port};
+        s.local = local;
+        return 0;
+      }
+      last = held.error();
+      if (last.code() != make_error_code(errc::address_in_use)) break;
+    }
+    return fail(last);
+  }
+  auto local = endpoint_from_sockaddr_hv(addr, len);
+  if (!local) return fail(len < sizeof(sockaddr_hv) ? EINVAL : EAFNOSUPPORT);
+  auto held = reserve(*local);
+  if (!held) return fail(held.error());
+  s.reservation = held->release();
+  s.state = socket_state::bound;
+  s.local = *local;
+  s.local_vsock = {VMADDR_CID_ANY, port_of(local->service)};
+  return 0;
+}
+
+int emulated_listen(int fd, emulated_socket& s, int backlog) {
+  std::lock_guard guard(s.lock);
+  if (s.state == socket_state::listening) return 0;  // a new backlog: kept as it was
+  if (s.state != socket_state::bound) return fail(EINVAL);
+  auto request = wire::make<wire::listen_request>(wire::message_type::listen_request);
+  request.backlog = static_cast<std::uint32_t>(std::clamp(backlog, 1, max_backlog));
+  if (auto sent = detail::send_message(s.reservation, wire::as_bytes(request)); !sent)
+    return fail(sent.error());
+  if (auto reply = await_reply(s.reservation, daemon_reply_limit); !reply)
+    return fail(reply.error());
+  // The reservation becomes the application's fd, with its flags.
+  const int status = real::fcntl_int(fd, F_GETFL, 0);
+  const int fd_flags = real::fcntl_int(fd, F_GETFD, 0);
+  if (real::dup3(s.reservation, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) return -1;
+  real::close(s.reservation);
+  s.reservation = -1;
+  if (status >= 0) real::fcntl_int(fd, F_SETFL, status & O_NONBLOCK);
+  s.state = socket_state::listening;
+  return 0;
+}
+
+int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, int flags) {
+  if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return fail(EINVAL);
+  int family = 0;
+  {
+    std::lock_guard guard(s.lock);
+    if (s.state != socket_state::listening) return fail(EINVAL);
+    family = s.family;
+  }
+  // Not under the socket's lock: a blocking accept must not stop others.
+  std::array<std::byte, wire::max_message_size + 1> buf{};
+  auto got = detail::receive_message(fd, buf);
+  if (!got) {
+    if (got.error().code() == make_error_code(errc::would_block)) return fail(EAGAIN);
+    return fail(got.error());
+  }
+  if (got->size == 0) {
+    report_daemon_problem(
+        failure(errc::daemon_unavailable, "hvsockd closed a listener's control connection"));
+    return fail(ECONNABORTED);
+  }
+  auto incoming =
+      wire::decode<wire::incoming>(std::span(buf.data(), got->size), wire::message_type::incoming);
+  if (!incoming || !got->fd) return fail(EPROTO);
+  const auto ack = wire::make<wire::accepted>(wire::message_type::accepted);
+  (void)detail::send_message(fd, wire::as_bytes(ack), -1, MSG_DONTWAIT);
+
+  unique_fd stream = std::move(got->fd);  // arrives CLOEXEC
+  if (!(flags & SOCK_CLOEXEC)) real::fcntl_int(stream.get(), F_SETFD, 0);
+  if (flags & SOCK_NONBLOCK) {
+    const int status = real::fcntl_int(stream.get(), F_GETFL, 0);
+    real::fcntl_int(stream.get(), F_SETFL, status | O_NONBLOCK);
+  }
+  auto accepted = std::make_shared<emulated_socket>();
+  accepted->family = family;
+  accepted->state = socket_state::connected;
+  accepted->local = wire::from_raw(incoming->local);
+  accepted->peer = wire::from_raw(incoming->peer);
+  accepted->local_vsock = {incoming->local_cid, port_of(accepted->local.service)};
+  accepted->peer_vsock = {incoming->peer_cid, port_of(accepted->peer.service)};
+  const int new_fd = stream.release();
+  socket_table::instance().set(new_fd, accepted);
+  if (addr != nullptr && len != nullptr)
+    (void)report_address(*accepted, accepted->peer_vsock, accepted->peer, addr, len);
+  return new_fd;
+}
+
+int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t len) {
+  std::lock_guard guard(s.lock);
+  if (addr == nullptr) return fail(EFAULT);
+  if (s.state == socket_state::connected) return fail(EISCONN);
+  if (s.state == socket_state::listening) return fail(EINVAL);
+  auto request =
+      wire::make<wire::connect_socket_request>(wire::message_type::connect_socket_request);
+  vsock_address peer_vsock;
+  if (s.family == AF_VSOCK) {
+    if (len < sizeof(sockaddr_vm)) return fail(EINVAL);
+    sockaddr_vm to;
+    std::memcpy(&to, addr, sizeof to);
+    if (to.svm_family != AF_VSOCK) return fail(EAFNOSUPPORT);
+    request.flags = wire::target_by_cid;
+    request.target_cid = to.svm_cid;
+    request.target = wire::to_raw({vm_id_wildcard, service_id_from_port(to.svm_port)});
+    peer_vsock = {to.svm_cid, to.svm_port};
+  } else {
+    auto to = endpoint_from_sockaddr_hv(addr, len);
+    if (!to) return fail(len < sizeof(sockaddr_hv) ? EINVAL : EAFNOSUPPORT);
+    request.target = wire::to_raw(*to);
+  }
+  if (s.state == socket_state::bound) {
+    if (auto port = port_from_service_id(s.local.service)) {
+      request.flags |= wire::local_port_given;
+      request.local_port = *port;
+    }
+    // The connection, not the reservation, holds the port from now on.
+    real::close(s.reservation);
+    s.reservation = -1;
+  }
+  auto control = open_control();
+  if (!control) return fail(control.error());
+  if (auto sent = detail::send_message(control->get(), wire::as_bytes(request), fd); !sent)
+    return fail(sent.error());
+  auto reply = await_reply(control->get(), timeout_of(s.connect_timeout));
+  if (!reply) {
+    renew_if_connected(fd);
+    s.state = socket_state::unbound;
+    return fail(reply.error());
+  }
+  s.state = socket_state::connected;
+  s.local = wire::from_raw(reply->local);
+  s.peer = wire::from_raw(reply->peer);
+  const std::uint32_t local_cid =
+      peer_vsock.cid == VMADDR_CID_LOCAL ? VMADDR_CID_LOCAL : reply->local_cid;
+  s.local_vsock = {local_cid, port_of(s.local.service)};
+  s.peer_vsock =
+      s.family == AF_VSOCK ? peer_vsock : vsock_address{reply->peer_cid, port_of(s.peer.service)};
+  return 0;
+}
+
+int emulated_getsockname(emulated_socket& s, sockaddr* addr, socklen_t* len) {
+  std::lock_guard guard(s.lock);
+  return report_address(s, s.local_vsock, s.local, addr, len);
+}
+
+int emulated_getpeername(emulated_socket& s, sockaddr* addr, socklen_t* len) {
+  std::lock_guard guard(s.lock);
+  if (s.state != socket_state::connected) return fail(ENOTCONN);
+  return report_address(s, s.peer_vsock, s.peer, addr, len);
+}
+
+int emulated_shutdown(int fd, emulated_socket& s, int how) {
+  {
+    std::lock_guard guard(s.lock);
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return fail(EINVAL);
+    // A listening fd is the shim's control connection: never shut it down.
+    if (s.state != socket_state::connected) return fail(ENOTCONN);
+  }
+  return real::shutdown(fd, how);
+}
+
+int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, socklen_t* len) {
+  std::lock_guard guard(s.lock);
+  if (level == SOL_SOCKET) {
+    // Hyper-V's options share SOL_SOCKET's level number (HV_PROTOCOL_RAW is
+    // 1) and some of its names; SO_ERROR (4) wins over CONNECTED_SUSPEND.
+    if (s.family == af_hyperv && name == hvsocket_connect_timeout)
+      return get_value(static_cast<std::uint32_t>(timeout_of(s.connect_timeout).count()), value,
+                       len);
+    switch (name) {
+      case SO_DOMAIN: return get_value(s.family, value, len);
+      case SO_TYPE: return get_value(int{SOCK_STREAM}, value, len);
+      case SO_PROTOCOL: return get_value(s.family == af_hyperv ? hv_protocol_raw : 0, value, len);
+      case SO_ACCEPTCONN: return get_value(int{s.state == socket_state::listening}, value, len);
+      default: return pass_through;
+    }
+  }
+  if (level != AF_VSOCK) return pass_through;
+  switch (name) {
+    case SO_VM_SOCKETS_BUFFER_SIZE: return get_value(s.buffer_size, value, len);
+    case SO_VM_SOCKETS_BUFFER_MIN_SIZE: return get_value(s.buffer_min, value, len);
+    case SO_VM_SOCKETS_BUFFER_MAX_SIZE: return get_value(s.buffer_max, value, len);
+#ifdef SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW
+    case SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD:
+    case SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW:
+#else
+    case SO_VM_SOCKETS_CONNECT_TIMEOUT:
+#endif
+      return get_value(s.connect_timeout, value, len);
+    default: return fail(ENOPROTOOPT);
+  }
+}
+
+int emulated_setsockopt(emulated_socket& s, int level, int name, const void* value, socklen_t len) {
+  std::lock_guard guard(s.lock);
+  if (level == SOL_SOCKET && s.family == af_hyperv) {
+    std::uint32_t v = 0;
+    switch (name) {
+      case hvsocket_connect_timeout:
+        if (!read_value(value, len, v)) return fail(EINVAL);
+        if (v > hvsocket_connect_timeout_max_ms) return fail(EINVAL);
+        s.connect_timeout = {static_cast<time_t>(v / 1000),
+                             static_cast<suseconds_t>((v % 1000) * 1000)};
+        return 0;
+      case hvsocket_container_passthru:
+      case hvsocket_connected_suspend:
+        // Accepted for the reference's code; nothing here to change.
+        return read_value(value, len, v) ? 0 : fail(EINVAL);
+      default: return pass_through;
+    }
+  }
+  if (level != AF_VSOCK) return pass_through;
+  std::uint64_t size = 0;
+  switch (name) {
+    case SO_VM_SOCKETS_BUFFER_SIZE:
+      if (!read_value(value, len, size)) return fail(EINVAL);
+      update_buffer_size(s, size);
+      return 0;
+    case SO_VM_SOCKETS_BUFFER_MIN_SIZE:
+      if (!read_value(value, len, size)) return fail(EINVAL);
+      s.buffer_min = size;
+      update_buffer_size(s, s.buffer_size);
+      return 0;
+    case SO_VM_SOCKETS_BUFFER_MAX_SIZE:
+      if (!read_value(value, len, size)) return fail(EINVAL);
+      s.buffer_max = size;
+      update_buffer_size(s, s.buffer_size);
+      return 0;
+#ifdef SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW
+    case SO_VM_SOCKETS_CONNECT_TIMEOUT_OLD:
+    case SO_VM_SOCKETS_CONNECT_TIMEOUT_NEW: {
+#else
+    case SO_VM_SOCKETS_CONNECT_TIMEOUT: {
+#endif
+      timeval tv{};
+      if (!read_value(value, len, tv)) return fail(EINVAL);
+      if (tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000) return fail(ERANGE);
+      s.connect_timeout = tv;
+      return 0;
+    }
+    default: return fail(ENOPROTOOPT);
+  }
+}
+
+int emulated_ioctl(emulated_socket& s, unsigned long request, void* arg) {
+  if (request != IOCTL_VM_SOCKETS_GET_LOCAL_CID || s.family != 0) return pass_through;
+  if (arg == nullptr) return fail(EFAULT);
+  const unsigned int cid = own_cid();
+  std::memcpy(arg, &cid, sizeof cid);
+  return 0;
+}
+
+}  // namespace hvsock::preload

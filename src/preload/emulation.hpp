@@ -1,0 +1,40 @@
+// emulation: what the preload shim does for an emulated AF_VSOCK or
+// AF_HYPERV stream socket, in terms of hvsockd's control protocol
+// (src/protocol/control_wire.hpp). Each function stands for one C call and
+// returns as that call does: a value, or -1 with errno set to what Linux's
+// vsock would set (docs/compatibility.md lists where it cannot).
+//
+// The application's fd is a real AF_UNIX socket from socket() on:
+// - connect hands that very socket to hvsockd, which connects it to the
+//   listener's end (connect_socket_request), so it keeps its identity;
+// - bind reserves the address on a control connection kept aside; listen
+//   turns that connection into the application's fd (dup3), so accept reads
+//   the switch's `incoming` messages from it and poll/epoll on it work.
+#pragma once
+
+#include <sys/socket.h>
+
+#include "preload/socket_table.hpp"
+
+namespace hvsock::preload {
+
+// The partition's CID (HVSOCK_CID, which `hvsock run` sets; else the host, 2).
+std::uint32_t own_cid();
+
+int emulated_socket_call(int domain, int type, int protocol);
+int emulated_bind(emulated_socket& s, const sockaddr* addr, socklen_t len);
+int emulated_listen(int fd, emulated_socket& s, int backlog);
+int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, int flags);
+int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t len);
+int emulated_getsockname(emulated_socket& s, sockaddr* addr, socklen_t* len);
+int emulated_getpeername(emulated_socket& s, sockaddr* addr, socklen_t* len);
+int emulated_shutdown(int fd, emulated_socket& s, int how);
+// Return 1 when the option was not one of ours (the caller passes it on).
+int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, socklen_t* len);
+int emulated_setsockopt(emulated_socket& s, int level, int name, const void* value, socklen_t len);
+int emulated_ioctl(emulated_socket& s, unsigned long request, void* arg);
+
+// Sentinel return of the *sockopt functions: not emulated, use the real call.
+inline constexpr int pass_through = 1;
+
+}  // namespace hvsock::preload

@@ -1,0 +1,206 @@
+// libhvsock-preload.so: the C library calls a process makes on sockets,
+// intercepted through LD_PRELOAD (`hvsock run` sets it). AF_VSOCK and
+// AF_HYPERV (34) stream sockets are emulated on hvsockd (emulation.hpp);
+// every other fd and family goes straight to the C library. Only these
+// wrappers are exported: the rest of the library is hidden, so a program
+// that itself links libhvsock does not see two copies.
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+
+#include "preload/emulation.hpp"
+#include "preload/real_calls.hpp"
+#include "preload/socket_table.hpp"
+
+#define HVSOCK_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+using hvsock::preload::socket_table;
+namespace real = hvsock::preload::real;
+namespace preload = hvsock::preload;
+
+bool emulated_family(int domain) { return domain == AF_VSOCK || domain == hvsock::af_hyperv; }
+
+std::shared_ptr<hvsock::preload::emulated_socket> lookup(int fd) {
+  return fd < 0 ? nullptr : socket_table::instance().find(fd);
+}
+
+// A socket (not the /dev/vsock placeholder).
+std::shared_ptr<hvsock::preload::emulated_socket> lookup_socket(int fd) {
+  auto s = lookup(fd);
+  return s != nullptr && s->family != 0 ? s : nullptr;
+}
+
+bool is_vsock_device(const char* path) {
+  return path != nullptr && std::strcmp(path, "/dev/vsock") == 0;
+}
+
+// /dev/vsock is only asked for the local CID: a placeholder answers that,
+// and the real device is never opened.
+int open_vsock_device(int flags) {
+  const int fd = real::openat(AT_FDCWD, "/dev/null", (flags & O_CLOEXEC) | O_RDONLY, 0);
+  if (fd >= 0) socket_table::instance().set(fd, std::make_shared<preload::emulated_socket>());
+  return fd;
+}
+
+bool has_mode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
+
+}  // namespace
+
+HVSOCK_EXPORT int socket(int domain, int type, int protocol) {
+  if (emulated_family(domain)) return preload::emulated_socket_call(domain, type, protocol);
+  return real::socket(domain, type, protocol);
+}
+
+HVSOCK_EXPORT int socketpair(int domain, int type, int protocol, int fds[2]) {
+  if (emulated_family(domain)) {
+    errno = EOPNOTSUPP;  // as the kernel's vsock
+    return -1;
+  }
+  return real::socketpair(domain, type, protocol, fds);
+}
+
+HVSOCK_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_bind(*s, addr, len);
+  return real::bind(fd, addr, len);
+}
+
+HVSOCK_EXPORT int listen(int fd, int backlog) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_listen(fd, *s, backlog);
+  return real::listen(fd, backlog);
+}
+
+HVSOCK_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_accept(fd, *s, addr, len, flags);
+  return real::accept4(fd, addr, len, flags);
+}
+
+HVSOCK_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_accept(fd, *s, addr, len, 0);
+  return real::accept4(fd, addr, len, 0);
+}
+
+HVSOCK_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_connect(fd, *s, addr, len);
+  return real::connect(fd, addr, len);
+}
+
+HVSOCK_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_getsockname(*s, addr, len);
+  return real::getsockname(fd, addr, len);
+}
+
+HVSOCK_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_getpeername(*s, addr, len);
+  return real::getpeername(fd, addr, len);
+}
+
+HVSOCK_EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
+  if (auto s = lookup_socket(fd)) {
+    const int r = preload::emulated_getsockopt(*s, level, name, value, len);
+    if (r != preload::pass_through) return r;
+  }
+  return real::getsockopt(fd, level, name, value, len);
+}
+
+HVSOCK_EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
+  if (auto s = lookup_socket(fd)) {
+    const int r = preload::emulated_setsockopt(*s, level, name, value, len);
+    if (r != preload::pass_through) return r;
+  }
+  return real::setsockopt(fd, level, name, value, len);
+}
+
+HVSOCK_EXPORT int shutdown(int fd, int how) {
+  if (auto s = lookup_socket(fd)) return preload::emulated_shutdown(fd, *s, how);
+  return real::shutdown(fd, how);
+}
+
+HVSOCK_EXPORT int close(int fd) {
+  socket_table::instance().erase(fd);
+  return real::close(fd);
+}
+
+HVSOCK_EXPORT int dup(int fd) {
+  const int r = real::dup(fd);
+  if (r >= 0) socket_table::instance().copy(fd, r);
+  return r;
+}
+
+HVSOCK_EXPORT int dup2(int fd, int to) {
+  const int r = real::dup2(fd, to);
+  if (r >= 0 && fd != to) socket_table::instance().copy(fd, to);
+  return r;
+}
+
+HVSOCK_EXPORT int dup3(int fd, int to, int flags) {
+  const int r = real::dup3(fd, to, flags);
+  if (r >= 0) socket_table::instance().copy(fd, to);
+  return r;
+}
+
+HVSOCK_EXPORT int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  // Every fcntl argument fits a pointer-sized register; the real call reads
+  // it as the type `cmd` wants, as the C library's own wrapper does.
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  const int r = real::fcntl_any(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) socket_table::instance().copy(fd, r);
+  return r;
+}
+
+HVSOCK_EXPORT int ioctl(int fd, unsigned long request, ...) {
+  va_list ap;
+  va_start(ap, request);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  if (auto s = lookup(fd)) {
+    const int r = preload::emulated_ioctl(*s, request, arg);
+    if (r != preload::pass_through) return r;
+  }
+  return real::ioctl_ptr(fd, request, arg);
+}
+
+HVSOCK_EXPORT int open(const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (has_mode(flags)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = static_cast<mode_t>(va_arg(ap, int));
+    va_end(ap);
+  }
+  if (is_vsock_device(path)) return open_vsock_device(flags);
+  return real::openat(AT_FDCWD, path, flags, mode);
+}
+
+HVSOCK_EXPORT int open64(const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (has_mode(flags)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = static_cast<mode_t>(va_arg(ap, int));
+    va_end(ap);
+  }
+  if (is_vsock_device(path)) return open_vsock_device(flags);
+  return real::openat(AT_FDCWD, path, flags | O_LARGEFILE, mode);
+}
+
+HVSOCK_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (has_mode(flags)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = static_cast<mode_t>(va_arg(ap, int));
+    va_end(ap);
+  }
+  if (is_vsock_device(path)) return open_vsock_device(flags);
+  return real::openat(dirfd, path, flags, mode);
+}

@@ -1,0 +1,32 @@
+// real_calls: the C library's own versions of the calls the preload shim
+// wraps, found with dlsym(RTLD_NEXT). The shim calls these for every fd
+// that is not an emulated vsock socket, and for its own plumbing.
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+namespace hvsock::preload::real {
+
+int socket(int domain, int type, int protocol);
+int socketpair(int domain, int type, int protocol, int fds[2]);
+int bind(int fd, const sockaddr* addr, socklen_t len);
+int listen(int fd, int backlog);
+int accept4(int fd, sockaddr* addr, socklen_t* len, int flags);
+int connect(int fd, const sockaddr* addr, socklen_t len);
+int getsockname(int fd, sockaddr* addr, socklen_t* len);
+int getpeername(int fd, sockaddr* addr, socklen_t* len);
+int getsockopt(int fd, int level, int name, void* value, socklen_t* len);
+int setsockopt(int fd, int level, int name, const void* value, socklen_t len);
+int shutdown(int fd, int how);
+int close(int fd);
+int dup(int fd);
+int dup2(int fd, int to);
+int dup3(int fd, int to, int flags);
+int fcntl_int(int fd, int cmd, int arg);
+// Any command: the argument travels as a pointer-sized value, as in glibc.
+int fcntl_any(int fd, int cmd, void* arg);
+int ioctl_ptr(int fd, unsigned long request, void* arg);
+int openat(int dirfd, const char* path, int flags, mode_t mode);
+
+}  // namespace hvsock::preload::real
