@@ -24,8 +24,8 @@ set -euo pipefail
   exit 2
 }
 kit=$1 hvsockd=$2 cli=$3 echo_peer=$4 raw_peer=$5 static_cli=$6 mode=$7
-# shellcheck source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=../support/test_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../support/test_lib.sh"
 
 big=67108864 each=2097152 many=32
 guest_files=()

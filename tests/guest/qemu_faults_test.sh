@@ -15,8 +15,8 @@ set -euo pipefail
   exit 2
 }
 kit=$1 hvsockd=$2 cli=$3 echo_peer=$4 raw_peer=$5
-# shellcheck source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=../support/test_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../support/test_lib.sh"
 
 guest_attached() {
   hv vm list --json | python3 -c \

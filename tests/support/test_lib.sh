@@ -1,24 +1,25 @@
-# Shared by the QEMU guest test scripts (source it after setting `kit`,
-# `hvsockd` and `cli`): a work directory, an hvsockd started in it, guests
-# booted in the background with the guest kit, and cleanup of all of them.
+# Shared by the test scripts that drive real processes (source it after
+# setting `hvsockd` and `cli`, and `kit` to boot guests): a work directory,
+# an hvsockd started in it, background programs and QEMU guests (booted
+# with the guest kit), and cleanup of all of them.
 # shellcheck shell=bash
 
-guest_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-run_guest="$guest_lib_dir/../../scripts/guest-kit/run-guest.sh"
-work=$(mktemp -d /tmp/hvguest-XXXXXX)
+test_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+run_guest="$test_lib_dir/../../scripts/guest-kit/run-guest.sh"
+work=$(mktemp -d /tmp/hvtest-XXXXXX)
 daemon_pid=""
 background_pids=()
 # Host programs reach hvsockd, never the kernel's AF_VSOCK (see docs/qemu.md).
 export HVSOCK_TRANSPORT=emulated HVSOCK_RUNTIME_DIR="$work/run"
 
-guest_lib_cleanup() {
+test_lib_cleanup() {
   local pid
   for pid in "${background_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${background_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   [[ -n "$daemon_pid" ]] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
   rm -rf "$work"
 }
-trap guest_lib_cleanup EXIT
+trap test_lib_cleanup EXIT
 
 fail() {
   echo "FAIL: $*"
