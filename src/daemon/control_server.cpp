@@ -374,7 +374,10 @@ std::uint32_t control_server::next_ephemeral_port(const client& c) {
 
 result<vm_id> control_server::vm_for_cid(const partition& source, std::uint32_t cid) const {
   constexpr std::uint32_t cid_local = 1, cid_any = 0xffffffffu;
-  if (cid == cid_local || cid == source.cid) return vm_id_loopback;
+  // A partition's own CID names it by VmId, so that hand_to_listener can
+  // tell it from CID 1 and report the CID the connector used.
+  if (cid == cid_local) return vm_id_loopback;
+  if (cid == source.cid) return source.id;
   if (cid == cid_any)
     return failure(errc::invalid_argument, "CID -1 (any) is for binding; connect needs a CID");
   const partition* p = partitions_.find_by_cid(cid);
@@ -491,8 +494,15 @@ result<void> control_server::hand_to_listener(
   auto incoming = wire::make<wire::incoming>(wire::message_type::incoming);
   incoming.local = wire::to_raw(decision.listener_local);
   incoming.peer = wire::to_raw(endpoint{decision.acceptor_peer, connector_local.service});
-  incoming.local_cid = dest != nullptr ? dest->cid : 0;
-  incoming.peer_cid = source.cid;
+  // As Linux's vsock reports them: within one partition both sides have the
+  // CID the connector used (1 for loopback, else its own).
+  if (dest != nullptr && dest->id == source.id) {
+    const std::uint32_t used = target.vm == vm_id_loopback ? 1 : source.cid;
+    incoming.local_cid = incoming.peer_cid = used;
+  } else {
+    incoming.local_cid = dest != nullptr ? dest->cid : 0;
+    incoming.peer_cid = source.cid;
+  }
   auto queued = detail::send_message(listener.fd.get(), wire::as_bytes(incoming),
                                      listener_end->get(), MSG_DONTWAIT);
   if (!queued) {

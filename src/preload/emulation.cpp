@@ -18,6 +18,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 
 #include <hvsock/listener.hpp>
 
@@ -189,13 +190,27 @@ bool read_value(const void* in, socklen_t len, T& value) {
   return true;
 }
 
-// As the kernel's vsock_update_buffer_size: the maximum first, then the
-// minimum, so a minimum above the maximum wins.
+// As the kernel's vsock_update_buffer_size since "vsock: fix buffer size
+// clamping order": the minimum first, then the maximum, which wins.
 void update_buffer_size(emulated_socket& s, std::uint64_t wanted) {
-  if (wanted > s.buffer_max) wanted = s.buffer_max;
   if (wanted < s.buffer_min) wanted = s.buffer_min;
+  if (wanted > s.buffer_max) wanted = s.buffer_max;
   s.buffer_size = wanted;
 }
+
+// A sockaddr_vm from the application, checked as the kernel's
+// vsock_addr_cast/vsock_addr_validate do; bind and connect turn every
+// problem but a NULL pointer into EINVAL.
+int parse_vsock_address(const sockaddr* addr, socklen_t len, sockaddr_vm& out) {
+  if (addr == nullptr) return EFAULT;
+  if (len < sizeof(sockaddr_vm)) return EINVAL;
+  std::memcpy(&out, addr, sizeof out);
+  if (out.svm_family != AF_VSOCK) return EINVAL;
+  if (out.svm_flags & ~VMADDR_FLAG_TO_HOST) return EINVAL;
+  return 0;
+}
+
+constexpr timeval default_connect_timeout{2, 0};
 
 }  // namespace
 
@@ -228,10 +243,8 @@ int emulated_bind(emulated_socket& s, const sockaddr* addr, socklen_t len) {
   if (addr == nullptr) return fail(EFAULT);
   if (s.state != socket_state::unbound) return fail(EINVAL);
   if (s.family == AF_VSOCK) {
-    if (len < sizeof(sockaddr_vm)) return fail(EINVAL);
     sockaddr_vm want;
-    std::memcpy(&want, addr, sizeof want);
-    if (want.svm_family != AF_VSOCK) return fail(EAFNOSUPPORT);
+    if (const int err = parse_vsock_address(addr, len, want)) return fail(err);
     if (want.svm_cid != VMADDR_CID_ANY && want.svm_cid != VMADDR_CID_LOCAL &&
         want.svm_cid != own_cid())
       return fail(EADDRNOTAVAIL);
@@ -271,7 +284,9 @@ int emulated_listen(int fd, emulated_socket& s, int backlog) {
   if (s.state == socket_state::listening) return 0;  // a new backlog: kept as it was
   if (s.state != socket_state::bound) return fail(EINVAL);
   auto request = wire::make<wire::listen_request>(wire::message_type::listen_request);
-  request.backlog = static_cast<std::uint32_t>(std::clamp(backlog, 1, max_backlog));
+  // Linux's vsock takes one connection more than the backlog (its accept
+  // queue is full only above it).
+  request.backlog = static_cast<std::uint32_t>(std::clamp(backlog, 0, max_backlog - 1) + 1);
   if (auto sent = detail::send_message(s.reservation, wire::as_bytes(request)); !sent)
     return fail(sent.error());
   if (auto reply = await_reply(s.reservation, daemon_reply_limit); !reply)
@@ -342,10 +357,8 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
       wire::make<wire::connect_socket_request>(wire::message_type::connect_socket_request);
   vsock_address peer_vsock;
   if (s.family == AF_VSOCK) {
-    if (len < sizeof(sockaddr_vm)) return fail(EINVAL);
     sockaddr_vm to;
-    std::memcpy(&to, addr, sizeof to);
-    if (to.svm_family != AF_VSOCK) return fail(EAFNOSUPPORT);
+    if (const int err = parse_vsock_address(addr, len, to)) return fail(err);
     request.flags = wire::target_by_cid;
     request.target_cid = to.svm_cid;
     request.target = wire::to_raw({vm_id_wildcard, service_id_from_port(to.svm_port)});
@@ -368,21 +381,29 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
   if (!control) return fail(control.error());
   if (auto sent = detail::send_message(control->get(), wire::as_bytes(request), fd); !sent)
     return fail(sent.error());
+  // A non-blocking socket gets EINPROGRESS, as from the kernel, but the
+  // connect is already over when it returns: the socket is connected, or
+  // the refusal waits in SO_ERROR (docs/compatibility.md).
+  const bool non_blocking = real::fcntl_int(fd, F_GETFL, 0) & O_NONBLOCK;
   auto reply = await_reply(control->get(), timeout_of(s.connect_timeout));
   if (!reply) {
     renew_if_connected(fd);
     s.state = socket_state::unbound;
+    if (non_blocking) {
+      s.pending_error = errno_for(reply.error());
+      return fail(EINPROGRESS);
+    }
     return fail(reply.error());
   }
   s.state = socket_state::connected;
   s.local = wire::from_raw(reply->local);
   s.peer = wire::from_raw(reply->peer);
-  const std::uint32_t local_cid =
-      peer_vsock.cid == VMADDR_CID_LOCAL ? VMADDR_CID_LOCAL : reply->local_cid;
-  s.local_vsock = {local_cid, port_of(s.local.service)};
+  // Linux leaves an autobound connector's CID at VMADDR_CID_ANY; a bound
+  // one keeps the CID it bound.
+  s.local_vsock.port = port_of(s.local.service);
   s.peer_vsock =
       s.family == AF_VSOCK ? peer_vsock : vsock_address{reply->peer_cid, port_of(s.peer.service)};
-  return 0;
+  return non_blocking ? fail(EINPROGRESS) : 0;
 }
 
 int emulated_getsockname(emulated_socket& s, sockaddr* addr, socklen_t* len) {
@@ -392,7 +413,8 @@ int emulated_getsockname(emulated_socket& s, sockaddr* addr, socklen_t* len) {
 
 int emulated_getpeername(emulated_socket& s, sockaddr* addr, socklen_t* len) {
   std::lock_guard guard(s.lock);
-  if (s.state != socket_state::connected) return fail(ENOTCONN);
+  // After its own shutdown (any direction) Linux's vsock is disconnecting.
+  if (s.state != socket_state::connected || s.shut_down) return fail(ENOTCONN);
   return report_address(s, s.peer_vsock, s.peer, addr, len);
 }
 
@@ -402,6 +424,7 @@ int emulated_shutdown(int fd, emulated_socket& s, int how) {
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return fail(EINVAL);
     // A listening fd is the shim's control connection: never shut it down.
     if (s.state != socket_state::connected) return fail(ENOTCONN);
+    s.shut_down = true;
   }
   return real::shutdown(fd, how);
 }
@@ -415,6 +438,9 @@ int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, so
       return get_value(static_cast<std::uint32_t>(timeout_of(s.connect_timeout).count()), value,
                        len);
     switch (name) {
+      case SO_ERROR:
+        if (s.pending_error != 0) return get_value(std::exchange(s.pending_error, 0), value, len);
+        return pass_through;
       case SO_DOMAIN: return get_value(s.family, value, len);
       case SO_TYPE: return get_value(int{SOCK_STREAM}, value, len);
       case SO_PROTOCOL: return get_value(s.family == af_hyperv ? hv_protocol_raw : 0, value, len);
@@ -422,7 +448,7 @@ int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, so
       default: return pass_through;
     }
   }
-  if (level != AF_VSOCK) return pass_through;
+  if (level != AF_VSOCK) return fail(ENOPROTOOPT);
   switch (name) {
     case SO_VM_SOCKETS_BUFFER_SIZE: return get_value(s.buffer_size, value, len);
     case SO_VM_SOCKETS_BUFFER_MIN_SIZE: return get_value(s.buffer_min, value, len);
@@ -456,7 +482,8 @@ int emulated_setsockopt(emulated_socket& s, int level, int name, const void* val
       default: return pass_through;
     }
   }
-  if (level != AF_VSOCK) return pass_through;
+  if (level == SOL_SOCKET) return pass_through;
+  if (level != AF_VSOCK) return fail(ENOPROTOOPT);
   std::uint64_t size = 0;
   switch (name) {
     case SO_VM_SOCKETS_BUFFER_SIZE:
@@ -482,7 +509,8 @@ int emulated_setsockopt(emulated_socket& s, int level, int name, const void* val
       timeval tv{};
       if (!read_value(value, len, tv)) return fail(EINVAL);
       if (tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1000000) return fail(ERANGE);
-      s.connect_timeout = tv;
+      // Zero means the default, as in the kernel.
+      s.connect_timeout = tv.tv_sec == 0 && tv.tv_usec == 0 ? default_connect_timeout : tv;
       return 0;
     }
     default: return fail(ENOPROTOOPT);
@@ -490,7 +518,8 @@ int emulated_setsockopt(emulated_socket& s, int level, int name, const void* val
 }
 
 int emulated_ioctl(emulated_socket& s, unsigned long request, void* arg) {
-  if (request != IOCTL_VM_SOCKETS_GET_LOCAL_CID || s.family != 0) return pass_through;
+  if (request != IOCTL_VM_SOCKETS_GET_LOCAL_CID) return pass_through;
+  if (s.family != 0) return fail(EOPNOTSUPP);  // only /dev/vsock answers it
   if (arg == nullptr) return fail(EFAULT);
   const unsigned int cid = own_cid();
   std::memcpy(arg, &cid, sizeof cid);

@@ -40,7 +40,9 @@ struct emulated_socket {
   // for AF_HYPERV (both kept, each family reports its own).
   vsock_address local_vsock, peer_vsock;
   endpoint local{}, peer{};
-  int reservation = -1;  // bound, not yet listening: the control connection holding the address
+  int reservation = -1;    // bound, not yet listening: the control connection holding the address
+  bool shut_down = false;  // shutdown() was called (getpeername then says ENOTCONN)
+  int pending_error = 0;   // a non-blocking connect's refusal, for SO_ERROR
   timeval connect_timeout{2, 0};  // vsock's default
   std::uint64_t buffer_size = 262144, buffer_min = 128, buffer_max = 262144;
 };

@@ -171,6 +171,20 @@ TEST_F(SocketConnectTest, TargetsByCidAndLocalPort) {
     EXPECT_EQ(r->status, 0) << cid << ": " << wire::reply_reason(*r);
     EXPECT_EQ(wire::from_raw(r->peer).vm, vm_id_loopback) << cid;
   }
+  // The listener in web hears the host's (web's CID, from 2), then its own
+  // with the CID they used, as Linux's loopback reports them.
+  std::array<std::byte, wire::max_message_size + 1> buf{};
+  const std::pair<std::uint32_t, std::uint32_t> expected[] = {
+      {web_cid, 2}, {1, 1}, {web_cid, web_cid}};
+  for (const auto& [local_cid, peer_cid] : expected) {
+    auto got = detail::receive_message(in_web.native_handle(), buf);
+    ASSERT_TRUE(got);
+    auto incoming = wire::decode<wire::incoming>(std::span(buf.data(), got->size),
+                                                 wire::message_type::incoming);
+    ASSERT_TRUE(incoming);
+    EXPECT_EQ(incoming->local_cid, local_cid);
+    EXPECT_EQ(incoming->peer_cid, peer_cid);
+  }
   auto s = stream_socket();
   auto unknown = send("web", request_to_cid(99, svc), s.get());
   ASSERT_TRUE(unknown);
