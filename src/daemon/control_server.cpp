@@ -473,7 +473,15 @@ result<void> control_server::hand_to_listener(
   if (decision.guest_port)  // cannot happen: a guest reaches only its parent
     return refused(failure(errc::network_unreachable, "a QEMU guest cannot reach another guest"));
   auto found = clients_.find(decision.listener);
-  if (found == clients_.end())  // cannot happen: closing a listener unbinds it
+  if (found != clients_.end() && found->second.backlog != 0 &&
+      found->second.pending >= found->second.backlog) {
+    // The listener may have acknowledged connections that are still unread
+    // on its control connection (an accept that returned before this
+    // connect was made): take them in before judging the backlog full.
+    on_client(decision.listener);
+    found = clients_.find(decision.listener);
+  }
+  if (found == clients_.end())  // closing a listener unbinds it
     return refused(failure(errc::connection_refused, "the listener went away"));
   client& listener = found->second;
   if (listener.backlog == 0)

@@ -7,10 +7,13 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
+#include <cstdio>
 #include <cstring>
 
 #include "preload/emulation.hpp"
@@ -203,4 +206,41 @@ HVSOCK_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
   }
   if (is_vsock_device(path)) return open_vsock_device(flags);
   return real::openat(dirfd, path, flags, mode);
+}
+
+// Programs that call syscall(2) through the C library: their socket calls
+// take the same paths as above. io_uring could open and connect sockets
+// behind the shim's back, so under the shim it is not offered (programs
+// fall back to their other I/O); the first attempt is reported.
+HVSOCK_EXPORT long syscall(long number, ...) {
+  va_list ap;
+  va_start(ap, number);
+  long a[6];
+  for (long& arg : a) arg = va_arg(ap, long);
+  va_end(ap);
+  const int fd = static_cast<int>(a[0]);
+  auto* addr = reinterpret_cast<sockaddr*>(a[1]);
+  auto* len = reinterpret_cast<socklen_t*>(a[2]);
+  switch (number) {
+    case SYS_socket: return socket(fd, static_cast<int>(a[1]), static_cast<int>(a[2]));
+    case SYS_bind: return bind(fd, addr, static_cast<socklen_t>(a[2]));
+    case SYS_connect: return connect(fd, addr, static_cast<socklen_t>(a[2]));
+    case SYS_listen: return listen(fd, static_cast<int>(a[1]));
+    case SYS_accept: return accept(fd, addr, len);
+    case SYS_accept4: return accept4(fd, addr, len, static_cast<int>(a[3]));
+    case SYS_getsockname: return getsockname(fd, addr, len);
+    case SYS_getpeername: return getpeername(fd, addr, len);
+    case SYS_shutdown: return shutdown(fd, static_cast<int>(a[1]));
+    case SYS_close: return close(fd);
+    case SYS_io_uring_setup: {
+      static std::atomic<bool> reported{false};
+      if (!reported.exchange(true))
+        std::fprintf(stderr,
+                     "hvsock-preload: io_uring is not available under the shim (its socket "
+                     "operations would bypass it); see docs/compatibility.md\n");
+      errno = ENOSYS;
+      return -1;
+    }
+    default: return real::syscall6(number, a);
+  }
 }

@@ -104,4 +104,9 @@ int openat(int dirfd, const char* path, int flags, mode_t mode) {
   return f(dirfd, path, flags, mode);
 }
 
+long syscall6(long number, const long (&args)[6]) {
+  static auto* const f = next<long(long, ...)>("syscall");
+  return f(number, args[0], args[1], args[2], args[3], args[4], args[5]);
+}
+
 }  // namespace hvsock::preload::real

@@ -28,5 +28,7 @@ int fcntl_int(int fd, int cmd, int arg);
 int fcntl_any(int fd, int cmd, void* arg);
 int ioctl_ptr(int fd, unsigned long request, void* arg);
 int openat(int dirfd, const char* path, int flags, mode_t mode);
+// syscall(2) with its six argument registers.
+long syscall6(long number, const long (&args)[6]);
 
 }  // namespace hvsock::preload::real
