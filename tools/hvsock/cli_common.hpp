@@ -60,5 +60,7 @@ void add_vm_commands(CLI::App& app, global_options& options);
 void add_run_command(CLI::App& app, global_options& options);
 void add_stream_commands(CLI::App& app, global_options& options);
 void add_stats_command(CLI::App& app, global_options& options);
+void add_agent_command(CLI::App& app, global_options& options);
+void add_exec_command(CLI::App& app, global_options& options);
 
 }  // namespace hvsock::cli

@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
   add_run_command(app, options);
   add_stream_commands(app, options);
   add_stats_command(app, options);
+  add_agent_command(app, options);
+  add_exec_command(app, options);
 
   try {
     app.parse(argc, argv);
