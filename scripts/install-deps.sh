@@ -9,8 +9,8 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format python3 procps socat
-  # unmodified vsock programs the preload shim's tests run
-  ncat
+  # unmodified vsock programs the preload shim's tests run; curl for forward's
+  ncat curl
   # the libFuzzer run of test.sh: clang and its fuzzer/sanitizer runtimes
   clang libclang-rt-14-dev
   # the guest kit (scripts/guest-kit): QEMU under TCG, a busybox initramfs

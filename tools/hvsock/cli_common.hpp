@@ -62,5 +62,6 @@ void add_stream_commands(CLI::App& app, global_options& options);
 void add_stats_command(CLI::App& app, global_options& options);
 void add_agent_command(CLI::App& app, global_options& options);
 void add_exec_command(CLI::App& app, global_options& options);
+void add_forward_command(CLI::App& app, global_options& options);
 
 }  // namespace hvsock::cli

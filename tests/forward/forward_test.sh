@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# hvsock forward both ways around VM web, with real processes:
+#   curl -> tcp:127.0.0.1:A -> (forward on the host) -> web:80
+#        -> (forward in web: hvsock:80 -> tcp:127.0.0.1:H) -> python's http.server
+# An HTTP exchange with a checksum, 200 concurrent requests, a half-close
+# passed through both forwards, and SIGTERM stopping a forward cleanly.
+# Usage: forward_test.sh HVSOCKD HVSOCK_CLI
+set -euo pipefail
+(($# == 2)) || {
+  echo "usage: forward_test.sh HVSOCKD HVSOCK_CLI" >&2
+  exit 2
+}
+hvsockd=$1 cli=$2
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../support/test_lib.sh
+source "$here/../support/test_lib.sh"
+command -v curl >/dev/null || fail "curl is not installed (scripts/install-deps.sh installs it)"
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+start_daemon
+hv vm create web >/dev/null
+hv service register --name "web http" --port 80 >/dev/null
+hv service register --name "web echo" --port 7 >/dev/null
+mkdir -p "$work/www"
+head -c 2097152 /dev/urandom >"$work/www/file.bin"
+for i in $(seq 200); do echo "page $i" >"$work/www/page$i.txt"; done
+http_port=$(free_port) front_port=$(free_port) echo_port=$(free_port) echo_front=$(free_port)
+(cd "$work/www" && exec python3 -m http.server "$http_port" --bind 127.0.0.1) >/dev/null 2>&1 &
+background_pids+=($!)
+python3 "$here/half_close_echo.py" serve "$echo_port" &
+background_pids+=($!)
+
+forward() {
+  local log=$1
+  shift
+  "$cli" --runtime-dir "$work/run" "$@" 2>>"$work/$log" &
+  background_pids+=($!)
+  wait_for_line "$work/$log" 'listening on' 10
+}
+forward in-web.log run --vm web -- "$cli" forward --listen hvsock:80 --to "tcp:127.0.0.1:$http_port"
+forward host.log forward --listen "tcp:127.0.0.1:$front_port" --to web:80
+forward in-web-echo.log run --vm web -- "$cli" forward --listen hvsock:7 --to "tcp:127.0.0.1:$echo_port"
+forward host-echo.log forward --listen "tcp:127.0.0.1:$echo_front" --to hvsock:web:7
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$http_port/page1.txt" >/dev/null && break; sleep 0.1; done
+
+want=$(sha256sum <"$work/www/file.bin" | cut -d' ' -f1)
+got=$(curl -sf "http://127.0.0.1:$front_port/file.bin" | sha256sum | cut -d' ' -f1)
+[[ "$got" == "$want" ]] || fail "the 2 MiB file came through different ($got)"
+ok "curl through two forwards (host TCP -> web:80 -> host TCP): 2 MiB, sha256 equal"
+
+urls=()
+for i in $(seq 200); do urls+=("http://127.0.0.1:$front_port/page$i.txt" -o "$work/got$i"); done
+curl -sf --parallel --parallel-max 200 "${urls[@]}" || fail "curl --parallel failed"
+for i in $(seq 200); do
+  [[ "$(cat "$work/got$i")" == "page $i" ]] || fail "request $i got '$(cat "$work/got$i")'"
+done
+ok "200 concurrent requests, each answered with its own page"
+
+python3 "$here/half_close_echo.py" client "$echo_front" || fail "half-close through the forwards"
+ok "half-close passes through: the client's shutdown reached the server, whose answer came back"
+
+grep -q '#1: closed' "$work/host.log" || fail "no per-connection log line: $(head -3 "$work/host.log")"
+ok "a log line per connection: $(grep -m1 '#1: closed' "$work/host.log")"
+
+"$cli" --runtime-dir "$work/run" forward --listen "tcp:127.0.0.1:$(free_port)" --to web:80 \
+  2>"$work/stop.log" &
+stopper=$!
+wait_for_line "$work/stop.log" 'listening on' 10
+kill -TERM "$stopper"
+status=0
+wait "$stopper" || status=$?
+((status == 0)) || fail "SIGTERM: forward exited $status"
+ok "SIGTERM stops a forward cleanly (exit 0)"
+echo "forward test passed"
