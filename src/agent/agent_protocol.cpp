@@ -70,7 +70,7 @@ class cursor {
 
 bool known(std::uint8_t type) {
   return type >= static_cast<std::uint8_t>(frame_type::hello) &&
-         type <= static_cast<std::uint8_t>(frame_type::error);
+         type <= static_cast<std::uint8_t>(frame_type::end);
 }
 
 }  // namespace
@@ -126,6 +126,34 @@ std::vector<std::byte> encode_exit(const exit_status& status) {
 
 std::vector<std::byte> encode_error(const std::string& message) {
   return encode(frame_type::error, std::as_bytes(std::span(message)));
+}
+
+std::vector<std::byte> encode_put(const std::string& destination, const std::string& source_name) {
+  std::vector<std::byte> p;
+  put_string(p, destination);
+  put_string(p, source_name);
+  return encode(frame_type::put, p);
+}
+
+std::vector<std::byte> encode_get(const std::string& source) {
+  std::vector<std::byte> p;
+  put_string(p, source);
+  return encode(frame_type::get, p);
+}
+
+result<std::pair<std::string, std::string>> decode_put(std::span<const std::byte> payload) {
+  cursor c(payload);
+  std::pair<std::string, std::string> r;
+  if (!c.string(r.first) || !c.string(r.second) || !c.done() || r.first.empty())
+    return malformed("bad PUT");
+  return r;
+}
+
+result<std::string> decode_get(std::span<const std::byte> payload) {
+  cursor c(payload);
+  std::string path;
+  if (!c.string(path) || !c.done() || path.empty()) return malformed("bad GET");
+  return path;
 }
 
 result<std::uint16_t> decode_hello(std::span<const std::byte> payload) {

@@ -40,6 +40,13 @@ enum class frame_type : std::uint8_t {
   winsize = 8,  // u16 rows, u16 columns (tty execs)
   exit = 9,     // u8 kind (0 exited, 1 killed by a signal), i32 code or signal
   error = 10,   // UTF-8 text: why the request failed (the agent closes next)
+  // File copies (file_transfer.hpp): a request, then a tree of entries.
+  put = 11,     // string: where in the VM the copy goes (the client sends the tree)
+  get = 12,     // string: what in the VM to copy out (the agent sends the tree)
+  entry = 13,   // u8 kind (1 file, 2 directory), string relative path, u32 mode, u64 size
+  data = 14,    // file bytes, `size` in all after a file entry
+  digest = 15,  // 16 bytes: XXH3-128 of the file's bytes, after its data
+  end = 16,     // (empty) the tree is complete
 };
 
 struct frame {
@@ -68,6 +75,8 @@ std::vector<std::byte> encode_signal(int signal_number);
 std::vector<std::byte> encode_winsize(std::uint16_t rows, std::uint16_t columns);
 std::vector<std::byte> encode_exit(const exit_status& status);
 std::vector<std::byte> encode_error(const std::string& message);
+std::vector<std::byte> encode_put(const std::string& destination, const std::string& source_name);
+std::vector<std::byte> encode_get(const std::string& source);
 
 // Decoding of payloads: protocol_error when malformed.
 result<std::uint16_t> decode_hello(std::span<const std::byte> payload);
@@ -75,6 +84,9 @@ result<exec_request> decode_exec(std::span<const std::byte> payload);
 result<int> decode_signal(std::span<const std::byte> payload);
 result<std::pair<std::uint16_t, std::uint16_t>> decode_winsize(std::span<const std::byte> payload);
 result<exit_status> decode_exit(std::span<const std::byte> payload);
+// PUT: (destination, source name); GET: the source path.
+result<std::pair<std::string, std::string>> decode_put(std::span<const std::byte> payload);
+result<std::string> decode_get(std::span<const std::byte> payload);
 
 // Collects frames from a byte stream fed in pieces (non-blocking loops).
 class frame_reader {

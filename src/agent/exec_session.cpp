@@ -20,6 +20,7 @@
 #include <hvsock/unique_fd.hpp>
 
 #include "agent/agent_protocol.hpp"
+#include "agent/file_transfer.hpp"
 
 namespace hvsock::agent {
 namespace {
@@ -298,6 +299,33 @@ class session {
   exit_status status_;
 };
 
+// hvsock cp: PUT receives a tree into the VM, GET sends one out; EXIT 0 or
+// ERROR and EXIT 1 ends it.
+int run_copy(int sock, const frame& request) {
+  result<void> done;
+  if (request.type == frame_type::put) {
+    auto put = decode_put(request.payload);
+    if (!put) {
+      refuse(sock, put.error().message(), 1);
+      return 1;
+    }
+    tree_receiver receiver(put->first, put->second, nullptr);
+    done = receive_tree(sock, receiver);
+  } else {
+    auto source = decode_get(request.payload);
+    if (!source) {
+      refuse(sock, source.error().message(), 1);
+      return 1;
+    }
+    done = send_tree(sock, *source, nullptr);
+  }
+  if (!done) {
+    refuse(sock, done.error().message(), 1);
+    return 1;
+  }
+  return write_all(sock, encode_exit({false, 0})) ? 0 : 1;
+}
+
 }  // namespace
 
 int run_exec_session(int sock) {
@@ -319,8 +347,10 @@ int run_exec_session(int sock) {
   if (!write_all(sock, encode_hello())) return 1;
   auto request_frame = read_frame(sock);
   if (!request_frame) return 1;
+  if (request_frame->type == frame_type::put || request_frame->type == frame_type::get)
+    return run_copy(sock, *request_frame);
   if (request_frame->type != frame_type::exec) {
-    refuse(sock, "expected an EXEC request", 255);
+    refuse(sock, "expected an EXEC, PUT or GET request", 255);
     return 1;
   }
   auto request = decode_exec(request_frame->payload);

@@ -63,5 +63,6 @@ void add_stats_command(CLI::App& app, global_options& options);
 void add_agent_command(CLI::App& app, global_options& options);
 void add_exec_command(CLI::App& app, global_options& options);
 void add_forward_command(CLI::App& app, global_options& options);
+void add_cp_command(CLI::App& app, global_options& options);
 
 }  // namespace hvsock::cli

@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   add_agent_command(app, options);
   add_exec_command(app, options);
   add_forward_command(app, options);
+  add_cp_command(app, options);
 
   try {
     app.parse(argc, argv);
