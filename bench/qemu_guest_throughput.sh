@@ -60,6 +60,7 @@ script=$(guest_script bench <<EOF
 guest_stream serve 7000 $guest_tcp_port $connections; echo "serve exit \$?"
 EOF
 )
+# shellcheck disable=SC2154 # socket_bench: set by create_qemu_vm (printf -v)
 bash "$run_guest" --kit "$kit" --timeout 900 --log "$work/guest.log" --vsock-socket "$socket_bench" \
   --add "$script" --add "$build/bench/guest_stream" \
   --qemu-arg -netdev \

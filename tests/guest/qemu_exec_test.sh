@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# hvsock exec into a real QEMU guest: the static CLI runs `hvsock agent` in
-# the guest (the guest kernel's vsock, port 0x4856), and the host runs
-# commands there with output, stderr, exit status and a 16 MiB stdin
-# checksum coming back; a command that reads nothing, and a missing one.
+# hvsock exec and cp into a real QEMU guest: the static CLI runs `hvsock
+# agent` in the guest (the guest kernel's vsock, port 0x4856), and the host
+# runs commands there with output, stderr, exit status and a 16 MiB stdin
+# checksum coming back, a missing command, and a file copied in and out.
 # Usage: qemu_exec_test.sh KIT_DIR HVSOCKD HVSOCK_CLI STATIC_CLI
 set -euo pipefail
 (($# == 4)) || {
@@ -49,4 +49,12 @@ status=0
 ex web -- /no/such/program 2>"$work/err" || status=$?
 ((status == 127)) || fail "a missing command: status $status: $(cat "$work/err")"
 ok "a missing command in the guest: 127, $(cat "$work/err")"
+chmod 604 "$work/data"
+timeout 120 "$cli" --runtime-dir "$work/run" cp "$work/data" web:/tmp/data ||
+  fail "cp into the guest"
+[[ "$(ex web -- sha256sum /tmp/data | cut -d' ' -f1)" == "$want" ]] || fail "cp into the guest: checksum"
+[[ "$(ex web -- stat -c %a /tmp/data)" == 604 ]] || fail "cp into the guest: mode"
+timeout 120 "$cli" --runtime-dir "$work/run" cp web:/tmp/data "$work/back" || fail "cp out of the guest"
+[[ "$(sha256sum <"$work/back" | cut -d' ' -f1)" == "$want" ]] || fail "cp out of the guest: checksum"
+ok "hvsock cp 16 MiB into the guest and back out, checksum and mode kept"
 echo "qemu exec test passed"
