@@ -3,7 +3,8 @@
 #   curl -> tcp:127.0.0.1:A -> (forward on the host) -> web:80
 #        -> (forward in web: hvsock:80 -> tcp:127.0.0.1:H) -> python's http.server
 # An HTTP exchange with a checksum, 200 concurrent requests, a half-close
-# passed through both forwards, and SIGTERM stopping a forward cleanly.
+# passed through both forwards, a unix:PATH listener, and SIGTERM stopping a
+# forward cleanly.
 # Usage: forward_test.sh HVSOCKD HVSOCK_CLI
 set -euo pipefail
 (($# == 2)) || {
@@ -60,6 +61,11 @@ ok "200 concurrent requests, each answered with its own page"
 
 python3 "$here/half_close_echo.py" client "$echo_front" || fail "half-close through the forwards"
 ok "half-close passes through: the client's shutdown reached the server, whose answer came back"
+
+forward unix.log forward --listen "unix:$work/front.sock" --to web:80
+got=$(curl -sf --unix-socket "$work/front.sock" "http://web/file.bin" | sha256sum | cut -d' ' -f1)
+[[ "$got" == "$want" ]] || fail "through a unix: listener the file came through different"
+ok "a unix:PATH listener in front of web:80: curl --unix-socket, sha256 equal"
 
 grep -q '#1: closed' "$work/host.log" || fail "no per-connection log line: $(head -3 "$work/host.log")"
 ok "a log line per connection: $(grep -m1 '#1: closed' "$work/host.log")"
