@@ -94,7 +94,9 @@ python3 "$(dirname "${BASH_SOURCE[0]}")/exec_tty_test.py" "$cli" "$work/run" ||
 "$cli" --runtime-dir "$work/run" exec web -- sleep 60 >/dev/null 2>"$work/err" &
 exec_pid=$!
 sleep 0.5
-pkill -KILL -f -- "$cli agent" || true
+# This test's agent and its sessions only (other tests may run agents too).
+pkill -KILL -P "$agent_pid" || true
+kill -KILL "$agent_pid" || true
 status=0
 wait "$exec_pid" || status=$?
 ((status == 255)) && grep -q "connection to the agent was lost" "$work/err" ||
