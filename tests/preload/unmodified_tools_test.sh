@@ -89,6 +89,16 @@ refused "socat to an unregistered port" hv run --vm web -- socat - VSOCK-CONNECT
 refused "socat to a port nobody listens on" hv run --vm web -- socat - VSOCK-CONNECT:2:6001
 refused "ncat to a port nobody listens on" hv run -- ncat --vsock "$web_cid" 6001
 
+# hvsockd unreachable: the shim fails loudly (one stderr line) with ENETDOWN.
+preload=$(dirname "$cli")/libhvsock-preload.so
+status=0
+LD_PRELOAD=$preload HVSOCK_CONTROL_SOCKET=$work/no-such.sock \
+  socat - VSOCK-CONNECT:2:5000 </dev/null >/dev/null 2>"$work/down.log" || status=$?
+((status != 0)) && grep -q "hvsock-preload: .*no-such.sock" "$work/down.log" &&
+  grep -q "Network is down" "$work/down.log" ||
+  fail "with hvsockd unreachable: status $status: $(cat "$work/down.log")"
+ok "hvsockd unreachable: $(grep -m1 'hvsock-preload' "$work/down.log"); socat: Network is down"
+
 stats=$(hv stats --json)
 python3 - "$stats" <<'PY' || fail "stats: $stats"
 import json, sys
