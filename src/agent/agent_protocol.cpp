@@ -248,24 +248,48 @@ result<void> write_all(int fd, std::span<const std::byte> bytes) {
   return {};
 }
 
-result<frame> read_frame(int fd) {
-  frame_reader reader;
-  std::byte buf[4096];
-  bool started = false;
-  for (;;) {
-    auto f = reader.next();
-    if (!f) return f.error();
-    if (*f) return std::move(**f);
-    // Read no further than this frame: the rest belongs to the caller.
-    const ssize_t n = ::recv(fd, buf, 1, 0);
+namespace {
+
+// Reads exactly `out.size()` bytes: 0 at a clean EOF before the first byte.
+result<std::size_t> read_exact(int fd, std::span<std::byte> out) {
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t n = ::recv(fd, out.data() + got, out.size() - got, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return make_system_error(errno, "agent connection");
-    if (n == 0)
-      return started ? malformed("the connection ended inside a frame")
-                     : failure(errc::not_connected, "the agent connection closed");
-    started = true;
-    reader.feed(std::span(buf, static_cast<std::size_t>(n)));
+    if (n == 0) {
+      if (got == 0) return std::size_t{0};
+      return malformed("the connection ended inside a frame");
+    }
+    got += static_cast<std::size_t>(n);
   }
+  return got;
+}
+
+}  // namespace
+
+result<frame> read_frame(int fd) {
+  // The header, then exactly its payload: nothing after this frame is read.
+  std::vector<std::byte> bytes(header_size);
+  auto head = read_exact(fd, bytes);
+  if (!head) return head.error();
+  if (*head == 0) return failure(errc::not_connected, "the agent connection closed");
+  std::uint32_t length = 0;
+  for (int i = 3; i >= 0; --i)
+    length = (length << 8) | std::to_integer<std::uint32_t>(bytes[static_cast<std::size_t>(i)]);
+  if (length == 0 || length - 1 > max_frame_payload)
+    return malformed("a frame of " + std::to_string(length) + " bytes");
+  bytes.resize(4 + std::size_t{length});
+  if (length > 1) {
+    auto rest = read_exact(fd, std::span(bytes).subspan(header_size));
+    if (!rest) return rest.error();
+    if (*rest == 0) return malformed("the connection ended inside a frame");
+  }
+  frame_reader reader;  // the same checks as every other frame
+  reader.feed(bytes);
+  auto f = reader.next();
+  if (!f) return f.error();
+  return std::move(**f);
 }
 
 }  // namespace hvsock::agent

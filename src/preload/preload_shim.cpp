@@ -172,38 +172,30 @@ HVSOCK_EXPORT int ioctl(int fd, unsigned long request, ...) {
   return real::ioctl_ptr(fd, request, arg);
 }
 
-HVSOCK_EXPORT int open(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (has_mode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = static_cast<mode_t>(va_arg(ap, int));
-    va_end(ap);
+// The mode argument exists only when the flags create a file.
+#define HVSOCK_MODE_ARG(flags, mode)             \
+  mode_t mode = 0;                               \
+  if (has_mode(flags)) {                         \
+    va_list ap;                                  \
+    va_start(ap, flags);                         \
+    mode = static_cast<mode_t>(va_arg(ap, int)); \
+    va_end(ap);                                  \
   }
+
+HVSOCK_EXPORT int open(const char* path, int flags, ...) {
+  HVSOCK_MODE_ARG(flags, mode)
   if (is_vsock_device(path)) return open_vsock_device(flags);
   return real::openat(AT_FDCWD, path, flags, mode);
 }
 
 HVSOCK_EXPORT int open64(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (has_mode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = static_cast<mode_t>(va_arg(ap, int));
-    va_end(ap);
-  }
+  HVSOCK_MODE_ARG(flags, mode)
   if (is_vsock_device(path)) return open_vsock_device(flags);
   return real::openat(AT_FDCWD, path, flags | O_LARGEFILE, mode);
 }
 
 HVSOCK_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (has_mode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = static_cast<mode_t>(va_arg(ap, int));
-    va_end(ap);
-  }
+  HVSOCK_MODE_ARG(flags, mode)
   if (is_vsock_device(path)) return open_vsock_device(flags);
   return real::openat(dirfd, path, flags, mode);
 }

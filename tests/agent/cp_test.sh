@@ -74,6 +74,9 @@ status=0
 cp_ "$work/small" "$work/elsewhere" 2>"$work/err" || status=$?
 ((status == 2)) || fail "two local paths: expected a usage error, got $status"
 
+python3 "$(dirname "${BASH_SOURCE[0]}")/agent_misuse.py" "$cli" "$work/run" "$work" ||
+  fail "the agent took bad input"
+
 # Cut off midway: the client is killed during a large copy into the VM; no
 # file, partial or hidden, may be left in the destination directory.
 mkdir -p "$work/vm/cut"

@@ -70,6 +70,17 @@ ok "a unix:PATH listener in front of web:80: curl --unix-socket, sha256 equal"
 grep -q '#1: closed' "$work/host.log" || fail "no per-connection log line: $(head -3 "$work/host.log")"
 ok "a log line per connection: $(grep -m1 '#1: closed' "$work/host.log")"
 
+# Bad endpoints are usage errors (exit 2) naming what is wrong.
+for bad in "--listen tcp:nohostport --to web:80" "--listen hvsock:80 --to web" \
+  "--listen unix: --to web:80" "--listen tcp:127.0.0.1:1 --to nosuchvm:80"; do
+  status=0
+  # shellcheck disable=SC2086 # the words are the options
+  "$cli" --runtime-dir "$work/run" forward $bad 2>"$work/bad.log" || status=$?
+  ((status == 2 || status == 1)) && grep -q "^hvsock: " "$work/bad.log" ||
+    fail "forward $bad: status $status: $(cat "$work/bad.log")"
+done
+ok "bad endpoints are refused with one line each (e.g. $(head -1 "$work/bad.log"))"
+
 "$cli" --runtime-dir "$work/run" forward --listen "tcp:127.0.0.1:$(free_port)" --to web:80 \
   2>"$work/stop.log" &
 stopper=$!

@@ -12,12 +12,11 @@
 
 #include "agent/agent_protocol.hpp"
 #include "agent/file_transfer.hpp"
+#include "agent_client.hpp"
 #include "cli_common.hpp"
 
 namespace hvsock::cli {
 namespace {
-
-constexpr int exit_agent_lost = 255;
 
 struct location {
   std::string vm;  // empty: this machine
@@ -53,28 +52,6 @@ agent::progress_function progress_line(bool enabled) {
                  double(total) / (1 << 20), seconds > 0 ? double(done) / seconds / 1e6 : 0.0);
     if (done == total) std::fprintf(stderr, "\n");
   };
-}
-
-stream connect_agent(const std::string& vm, const global_options& options) {
-  auto s = stream::connect(
-      {resolve_vm(vm, options), agent::agent_service},
-      {.timeout = std::chrono::seconds(5), .control_socket = control_socket(options)});
-  if (!s) {
-    std::string hint;
-    if (s.error().code() == make_error_code(errc::service_not_registered))
-      hint = "; register the agent's service: hvsock service register --name \"" +
-             std::string(agent::agent_service_name) + "\" --port " +
-             std::to_string(agent::agent_port);
-    else if (s.error().code() == std::errc::connection_refused)
-      hint = "; is the agent running there? (hvsock run --vm " + vm + " -- hvsock agent)";
-    fail("cp: " + s.error().message() + hint, exit_agent_lost);
-  }
-  if (!agent::write_all(s->native_handle(), agent::encode_hello()))
-    fail("cp: the agent went away", exit_agent_lost);
-  auto hello = agent::read_frame(s->native_handle());
-  if (!hello || hello->type != agent::frame_type::hello)
-    fail("cp: no agent answered in " + vm, exit_agent_lost);
-  return std::move(*s);
 }
 
 // The agent's last word: EXIT 0, or ERROR (the reason) and EXIT.
@@ -117,7 +94,7 @@ void add_cp_command(CLI::App& app, global_options& options) {
       std::error_code ec;
       if (!std::filesystem::exists(from.path, ec))
         fail("cp: " + from.path + ": no such file or directory");
-      auto s = connect_agent(to.vm, options);
+      auto s = connect_agent(to.vm, std::chrono::seconds(5), "cp", options);
       if (!agent::write_all(s.native_handle(), agent::encode_put(to.path, last_name(from.path))))
         fail("cp " + what + ": the agent went away", exit_agent_lost);
       if (auto sent = agent::send_tree(s.native_handle(), from.path, progress_line(show)); !sent) {
@@ -129,7 +106,7 @@ void add_cp_command(CLI::App& app, global_options& options) {
       expect_success(s.native_handle(), what);
       return;
     }
-    auto s = connect_agent(from.vm, options);
+    auto s = connect_agent(from.vm, std::chrono::seconds(5), "cp", options);
     if (!agent::write_all(s.native_handle(), agent::encode_get(from.path)))
       fail("cp " + what + ": the agent went away", exit_agent_lost);
     agent::tree_receiver receiver(to.path, last_name(from.path), progress_line(show));

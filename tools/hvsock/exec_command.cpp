@@ -18,12 +18,12 @@
 #include <vector>
 
 #include "agent/agent_protocol.hpp"
+#include "agent_client.hpp"
 #include "cli_common.hpp"
 
 namespace hvsock::cli {
 namespace {
 
-constexpr int exit_agent_lost = 255;
 constexpr std::size_t max_pending = 256 * 1024;
 
 int signal_pipe[2] = {-1, -1};
@@ -80,26 +80,9 @@ struct exec_args {
 };
 
 int run_exec(const exec_args& args, const global_options& options) {
-  const vm_id vm = resolve_vm(args.vm, options);
-  const endpoint target{vm, agent::agent_service};
-  auto s = stream::connect(target, {.timeout = std::chrono::milliseconds(args.timeout_ms),
-                                    .control_socket = control_socket(options)});
-  if (!s) {
-    std::string hint;
-    if (s.error().code() == make_error_code(errc::service_not_registered))
-      hint = "; register the agent's service: hvsock service register --name \"" +
-             std::string(agent::agent_service_name) + "\" --port " +
-             std::to_string(agent::agent_port);
-    else if (s.error().code() == std::errc::connection_refused)
-      hint = "; is the agent running there? (hvsock run --vm " + args.vm + " -- hvsock agent)";
-    fail("exec " + args.vm + ": " + s.error().message() + hint, exit_agent_lost);
-  }
-  const int sock = s->native_handle();
-  if (!agent::write_all(sock, agent::encode_hello()))
-    fail("exec " + args.vm + ": the agent went away", exit_agent_lost);
-  auto hello = agent::read_frame(sock);
-  if (!hello || hello->type != agent::frame_type::hello || !agent::decode_hello(hello->payload))
-    fail("exec " + args.vm + ": no agent answered on " + target.to_string(), exit_agent_lost);
+  auto s = connect_agent(args.vm, std::chrono::milliseconds(args.timeout_ms), "exec " + args.vm,
+                         options);
+  const int sock = s.native_handle();
 
   agent::exec_request request{args.command, args.env, args.cwd, args.tty, 0, 0};
   std::optional<raw_terminal> raw;

@@ -1,0 +1,21 @@
+// The client side of a connection to a VM's guest agent, shared by hvsock
+// exec and hvsock cp: connect, say HELLO, check the answer.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "cli_common.hpp"
+
+namespace hvsock::cli {
+
+// What hvsock exec and cp exit with when the agent is unreachable or lost.
+inline constexpr int exit_agent_lost = 255;
+
+// Connects to the agent in `vm` and exchanges HELLO. Ends the program with
+// exit_agent_lost and a one-line reason prefixed by `what` (saying how to
+// register the service or start the agent when that is the problem).
+stream connect_agent(const std::string& vm, std::chrono::milliseconds timeout,
+                     const std::string& what, const global_options& options);
+
+}  // namespace hvsock::cli
