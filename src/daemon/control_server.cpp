@@ -541,7 +541,16 @@ void control_server::handle_bind(client& c, const wire::bind_request& request) {
     close_client(c.id);
     return;
   }
-  if (auto bound = router_.bind(*p, local, request.backlog, c.id); !bound) {
+  auto bound = router_.bind(*p, local, request.backlog, c.id);
+  if (!bound && bound.error().code() == make_error_code(errc::address_in_use)) {
+    // The holder may have closed its connection already, unseen yet (a
+    // socket closed and its address bound again at once): take that in first.
+    if (auto holder = router_.holder(*p, local); holder && *holder != c.id) {
+      on_client(*holder);
+      bound = router_.bind(*p, local, request.backlog, c.id);
+    }
+  }
+  if (!bound) {
     log_(fmt::format("{}: listen {}: refused: {}", c.partition, local.to_string(),
                      bound.error().message()));
     const auto reply = wire::make_reply(bound.error());

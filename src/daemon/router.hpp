@@ -81,6 +81,12 @@ class router {
   // Forgets the listener; unknown handles are ignored.
   void unbind(listener_handle handle);
   std::size_t listener_count() const { return by_handle_.size(); }
+  // The listener holding `local` in `p`, if any.
+  std::optional<listener_handle> holder(const partition& p, const endpoint& local) const {
+    auto it = bindings_.find(binding_key{p.id, local.service, local.vm});
+    if (it == bindings_.end()) return std::nullopt;
+    return it->second;
+  }
 
   // How partition `self` names `other` (its parent, itself or a child).
   static vm_id name_for(const partition& self, const partition& other);
