@@ -46,15 +46,6 @@ std::vector<std::byte> entry_frame(std::uint8_t kind, const std::string& path, s
 
 failure file_error(int err, const std::string& path) { return make_system_error(err, path); }
 
-// A relative path from the peer must stay inside the destination.
-bool safe_relative(const std::string& path) {
-  if (path.empty()) return true;
-  if (path.front() == '/') return false;
-  for (const auto& part : fs::path(path))
-    if (part == ".." || part == ".") return false;
-  return true;
-}
-
 result<void> send_file(int socket, const fs::path& path, const std::string& relative,
                        std::uint32_t mode, std::uint64_t& done, std::uint64_t total,
                        const progress_function& progress) {
@@ -137,20 +128,63 @@ result<void> send_tree(int socket, const std::string& source, const progress_fun
   return write_all(socket, encode(frame_type::end));
 }
 
-// The file being received: an unnamed O_TMPFILE in the destination's
-// directory where the file system has them (nothing is left behind even if
-// the receiver is killed), else a hidden temporary name removed on failure.
+// The file being received: an unnamed O_TMPFILE in its directory where the
+// file system has them (nothing is left behind even if the receiver is
+// killed), else a hidden temporary name removed on failure.
 struct tree_receiver::open_file {
-  std::string temp_path, final_path;  // temp_path empty: unnamed
+  unique_fd directory;    // where it goes
+  std::string name;       // its final name in `directory`
+  std::string temp_name;  // empty: still unnamed
+  std::string shown;      // its path, for messages
   unique_fd fd;
-  std::uint32_t mode = 0644;
+  std::uint32_t mode = 0600;
   std::uint64_t size = 0, written = 0;
   XXH3_state_t* state = XXH3_createState();
   ~open_file() {
     XXH3_freeState(state);
-    if (fd && !temp_path.empty()) ::unlink(temp_path.c_str());  // not renamed: remove it
+    if (fd && !temp_name.empty()) ::unlinkat(directory.get(), temp_name.c_str(), 0);
   }
 };
+
+namespace {
+
+constexpr std::uint32_t file_mode_bits = 0777;        // no setuid, setgid, sticky
+constexpr std::uint32_t directory_mode_bits = 01777;  // no setuid, setgid
+
+failure link_refused(const std::string& shown) {
+  return failure(
+      errc::permission_denied,
+      shown + ": a symbolic link in the destination; not followed, nothing copied there");
+}
+
+// Splits a path from the peer into its components; false when one would
+// leave the tree ("..", "."), or for an absolute path, empty components or NUL.
+bool split_relative(const std::string& path, std::vector<std::string>& out) {
+  if (path.empty()) return true;
+  if (path.front() == '/' || path.find('\0') != std::string::npos) return false;
+  for (std::size_t at = 0;;) {
+    const auto slash = path.find('/', at);
+    std::string part = path.substr(at, slash == std::string::npos ? std::string::npos : slash - at);
+    if (part.empty() || part == "." || part == "..") return false;
+    out.push_back(std::move(part));
+    if (slash == std::string::npos) return true;
+    at = slash + 1;
+  }
+}
+
+bool is_symlink_at(int directory, const std::string& name) {
+  struct stat st {};
+  return ::fstatat(directory, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode);
+}
+
+// A hidden name beside `name` for the file while it is not yet in place,
+// short enough for NAME_MAX whatever the length of `name`.
+std::string temporary_name(const std::string& name, int attempt) {
+  return "." + name.substr(0, 200) + ".hvsock-" + std::to_string(::getpid()) + "-" +
+         std::to_string(attempt);
+}
+
+}  // namespace
 
 tree_receiver::tree_receiver(std::string destination, std::string source_name,
                              progress_function progress)
@@ -170,7 +204,7 @@ result<void> tree_receiver::on_frame(const frame& f) {
       for (std::size_t at = 0; at < f.payload.size();) {
         const ssize_t n = ::write(file_->fd.get(), f.payload.data() + at, f.payload.size() - at);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return file_error(errno, file_->final_path);
+        if (n < 0) return file_error(errno, file_->shown);
         at += static_cast<std::size_t>(n);
       }
       XXH3_128bits_update(file_->state, f.payload.data(), f.payload.size());
@@ -182,11 +216,118 @@ result<void> tree_receiver::on_frame(const frame& f) {
     case frame_type::digest: return finish_file(f);
     case frame_type::end:
       if (file_) return failure(errc::protocol_error, "the tree ended inside a file");
-      if (top_.empty()) return failure(errc::protocol_error, "an empty tree");
+      if (!top_chosen_) return failure(errc::protocol_error, "an empty tree");
+      if (auto r = apply_deferred_modes(); !r) return r;
       complete_ = true;
       return {};
     default: return failure(errc::protocol_error, "unexpected frame in a file copy");
   }
+}
+
+// As cp: into an existing directory under the source's name, else as the
+// destination. Only the user's DESTINATION is resolved by path (following
+// links, as cp does); everything below base_ is opened without following.
+result<void> tree_receiver::choose_top() {
+  if (source_name_.find('/') != std::string::npos || source_name_ == ".." ||
+      source_name_.find('\0') != std::string::npos)
+    return failure(errc::protocol_error, "a source name that is not one name: " + source_name_);
+  struct stat st {};
+  if (::stat(destination_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    base_path_ = destination_;
+    if (!source_name_.empty() && source_name_ != ".") top_ = {source_name_};
+  } else {
+    std::string path = destination_;
+    top_must_be_directory_ = path.size() > 1 && path.back() == '/';
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    const auto slash = path.rfind('/');
+    const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+    base_path_ = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    if (name.empty() || name == "." || name == "..")
+      return failure(errc::invalid_argument, destination_ + ": not a name to copy to");
+    top_ = {name};
+  }
+  base_.reset(::open(base_path_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!base_) return file_error(errno, base_path_);
+  top_chosen_ = true;
+  return {};
+}
+
+std::string tree_receiver::shown(const components& path) const {
+  std::string text = base_path_ == "." && !path.empty() ? "" : base_path_;
+  for (const auto& part : path) {
+    if (!text.empty() && text.back() != '/') text += '/';
+    text += part;
+  }
+  return text;
+}
+
+result<unique_fd> tree_receiver::open_directory(const components& path, bool writable_mode) {
+  const bool cached = !writable_mode && cached_fd_ && cached_path_ == path;
+  unique_fd current(::fcntl(cached ? cached_fd_.get() : base_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!current) return file_error(errno, shown(path));
+  if (cached) return current;
+  components walked;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    walked.push_back(path[i]);
+    const int flags = (writable_mode && i + 1 == path.size()) ? O_RDONLY : O_PATH;
+    unique_fd next(
+        ::openat(current.get(), path[i].c_str(), flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next) {
+      const int err = errno;
+      if ((err == ELOOP || err == ENOTDIR) && is_symlink_at(current.get(), path[i]))
+        return link_refused(shown(walked));
+      return file_error(err, shown(walked));
+    }
+    current = std::move(next);
+  }
+  if (!writable_mode) {
+    cached_path_ = path;
+    cached_fd_.reset(::fcntl(current.get(), F_DUPFD_CLOEXEC, 0));
+  }
+  return current;
+}
+
+// Creates the directory at `path` unless it exists (then it keeps its mode,
+// as with cp), refusing a symbolic link in its place; the mode goes on the
+// new directory's fd, owner rwx kept until the end of the copy.
+result<void> tree_receiver::make_directory(const components& path, std::uint32_t mode) {
+  if (path.empty()) return {};  // the destination directory itself: it exists
+  const components parent_path(path.begin(), path.end() - 1);
+  auto parent = open_directory(parent_path);
+  if (!parent) return parent.error();
+  const std::string& name = path.back();
+  const bool created = ::mkdirat(parent->get(), name.c_str(), 0700) == 0;
+  if (!created && errno != EEXIST) return file_error(errno, shown(path));
+  if (!created) {
+    // Exists: it must be a directory, not a link to one.
+    if (auto opened = open_directory(path); !opened) return opened.error();
+    return {};
+  }
+  unique_fd fd(
+      ::openat(parent->get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    const int err = errno;
+    if ((err == ELOOP || err == ENOTDIR) && is_symlink_at(parent->get(), name))
+      return link_refused(shown(path));
+    return file_error(err, shown(path));
+  }
+  if (::fchmod(fd.get(), mode | 0700) < 0) return file_error(errno, shown(path));
+  if ((mode & 0700) != 0700) deferred_modes_.emplace_back(path, mode);
+  return {};
+}
+
+// Directories created without owner rwx get their own mode last, deepest
+// first (they arrived parents first), each through its fd.
+result<void> tree_receiver::apply_deferred_modes() {
+  cached_fd_.reset();
+  cached_path_.clear();
+  for (auto it = deferred_modes_.rbegin(); it != deferred_modes_.rend(); ++it) {
+    auto fd = open_directory(it->first, true);
+    if (!fd) return fd.error();
+    if (::fchmod(fd->get(), it->second) < 0) return file_error(errno, shown(it->first));
+  }
+  deferred_modes_.clear();
+  return {};
 }
 
 result<void> tree_receiver::start_entry(const frame& f) {
@@ -197,42 +338,51 @@ result<void> tree_receiver::start_entry(const frame& f) {
   const std::size_t length = get_le(p, 1, 4);
   if (p.size() != 5 + length + 4 + 8) return failure(errc::protocol_error, "bad entry");
   const std::string relative(reinterpret_cast<const char*>(p.data() + 5), length);
-  const auto mode = static_cast<std::uint32_t>(get_le(p, 5 + length, 4)) & 07777;
+  const auto mode = static_cast<std::uint32_t>(get_le(p, 5 + length, 4));
   const std::uint64_t size = get_le(p, 9 + length, 8);
-  if (!safe_relative(relative))
+  components below;
+  if (!split_relative(relative, below))
     return failure(errc::protocol_error, "an entry outside the copy: " + relative);
-  if (top_.empty()) {
+  if (!top_chosen_) {
     if (!relative.empty()) return failure(errc::protocol_error, "the first entry must be the top");
-    // As cp: into an existing directory under the source's name, else as the destination.
-    std::error_code ec;
-    top_ = fs::is_directory(destination_, ec) && !source_name_.empty()
-               ? (fs::path(destination_) / source_name_).string()
-               : destination_;
+    if (auto r = choose_top(); !r) return r;
+  } else if (relative.empty()) {
+    return failure(errc::protocol_error, "a second top entry");
   }
-  const fs::path path = relative.empty() ? fs::path(top_) : fs::path(top_) / relative;
-  if (kind == kind_directory) {
-    if (::mkdir(path.c_str(), 0700) < 0 && errno != EEXIST) return file_error(errno, path.string());
-    ::chmod(path.c_str(), mode);
-    return {};
-  }
+  components path = top_;
+  path.insert(path.end(), below.begin(), below.end());
+  if (kind == kind_directory) return make_directory(path, mode & directory_mode_bits);
   if (kind != kind_file) return failure(errc::protocol_error, "unknown entry kind");
-  std::error_code ec;
-  if (fs::is_directory(path, ec))
-    return failure(errc::invalid_argument, path.string() + ": is a directory");
+
+  if (path.empty()) return failure(errc::invalid_argument, shown(path) + ": is a directory");
+  if (top_must_be_directory_ && relative.empty()) return file_error(ENOTDIR, destination_);
   auto file = std::make_unique<open_file>();
-  file->final_path = path.string();
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-    file->temp_path = (dir / ("." + path.filename().string() + ".hvsock-XXXXXX")).string();
-    std::vector<char> name(file->temp_path.begin(), file->temp_path.end());
-    name.push_back('\0');
-    fd = ::mkostemp(name.data(), O_CLOEXEC);
-    file->temp_path = name.data();
+  file->shown = shown(path);
+  file->name = path.back();
+  auto directory = open_directory(components(path.begin(), path.end() - 1));
+  if (!directory) return directory.error();
+  file->directory = std::move(*directory);
+  struct stat st {};
+  if (::fstatat(file->directory.get(), file->name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISLNK(st.st_mode)) return link_refused(file->shown);
+    if (S_ISDIR(st.st_mode))
+      return failure(errc::invalid_argument, file->shown + ": is a directory");
   }
-  if (fd < 0) return file_error(errno, dir.string());
+  int fd = ::openat(file->directory.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    for (int attempt = 0; fd < 0; ++attempt) {
+      file->temp_name = temporary_name(file->name, attempt);
+      fd = ::openat(file->directory.get(), file->temp_name.c_str(),
+                    O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (fd < 0 && (errno != EEXIST || attempt > 100)) {
+        file->temp_name.clear();
+        break;
+      }
+    }
+  }
+  if (fd < 0) return file_error(errno, shown(components(path.begin(), path.end() - 1)));
   file->fd.reset(fd);
-  file->mode = mode;
+  file->mode = mode & file_mode_bits;
   file->size = size;
   XXH3_128bits_reset(file->state);
   file_ = std::move(file);
@@ -245,30 +395,33 @@ result<void> tree_receiver::finish_file(const frame& f) {
   if (f.payload.size() != sizeof(XXH128_canonical_t))
     return failure(errc::protocol_error, "a digest of the wrong size");
   if (file_->written != file_->size)
-    return failure(errc::protocol_error, file_->final_path + ": fewer bytes than announced");
+    return failure(errc::protocol_error, file_->shown + ": fewer bytes than announced");
   XXH128_canonical_t mine;
   XXH128_canonicalFromHash(&mine, XXH3_128bits_digest(file_->state));
   if (std::memcmp(mine.digest, f.payload.data(), sizeof mine.digest) != 0)
-    return failure(errc::io_error, file_->final_path + ": the digest does not match; not kept");
+    return failure(errc::io_error, file_->shown + ": the digest does not match; not kept");
+  // The mode goes on the open file, before it has a name anyone could use.
   if (::fchmod(file_->fd.get(), file_->mode) < 0 || ::fsync(file_->fd.get()) < 0)
-    return file_error(errno, file_->final_path);
-  if (file_->temp_path.empty()) {
+    return file_error(errno, file_->shown);
+  const int dir = file_->directory.get();
+  if (file_->temp_name.empty()) {
     // Give the unnamed file a hidden name, then rename it over the target.
-    const fs::path final_path(file_->final_path);
-    const fs::path dir = final_path.has_parent_path() ? final_path.parent_path() : fs::path(".");
-    for (int attempt = 0; file_->temp_path.empty(); ++attempt) {
-      const std::string name = (dir / ("." + final_path.filename().string() + ".hvsock-" +
-                                       std::to_string(::getpid()) + "-" + std::to_string(attempt)))
-                                   .string();
-      const std::string self = "/proc/self/fd/" + std::to_string(file_->fd.get());
-      if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0)
-        file_->temp_path = name;
+    const std::string self = "/proc/self/fd/" + std::to_string(file_->fd.get());
+    for (int attempt = 0; file_->temp_name.empty(); ++attempt) {
+      const std::string name = temporary_name(file_->name, attempt);
+      int rc = ::linkat(AT_FDCWD, self.c_str(), dir, name.c_str(), AT_SYMLINK_FOLLOW);
+      if (rc < 0 && errno == ENOENT)  // no /proc: needs CAP_DAC_READ_SEARCH
+        rc = ::linkat(file_->fd.get(), "", dir, name.c_str(), AT_EMPTY_PATH);
+      if (rc == 0)
+        file_->temp_name = name;
       else if (errno != EEXIST || attempt > 100)
-        return file_error(errno, file_->final_path);
+        return file_error(errno, file_->shown);
     }
   }
-  if (::rename(file_->temp_path.c_str(), file_->final_path.c_str()) < 0)
-    return file_error(errno, file_->final_path);
+  // A link planted meanwhile is refused too (rename would replace, not follow, it).
+  if (is_symlink_at(dir, file_->name)) return link_refused(file_->shown);
+  if (::renameat(dir, file_->temp_name.c_str(), dir, file_->name.c_str()) < 0)
+    return file_error(errno, file_->shown);
   file_->fd.reset();  // renamed: nothing to clean up
   file_.reset();
   ++files_;

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # hvsock cp through the guest agent in VM web, with real processes: a file
 # both ways with its mode, a 1 GiB file with a checksum, a directory tree
-# with modes, refusals (missing source, missing destination directory, a
-# file as a directory), and no partial file left when a copy is cut off.
+# with modes, no setuid/setgid bits and no writing through a link planted
+# in the destination, refusals (missing source, missing destination
+# directory, a file as a directory), and no partial file left when a copy is
+# cut off.
 # Usage: cp_test.sh HVSOCKD HVSOCK_CLI
 set -euo pipefail
 (($# == 2)) || {
@@ -57,6 +59,44 @@ diff -r "$work/tree" "$work/back/tree" || fail "the tree came back different"
   fail "tree modes not kept"
 [[ -d "$work/back/tree/c" ]] || fail "an empty directory was lost"
 ok "a directory tree both ways, with modes and an empty directory"
+
+# setuid/setgid never arrive (and the sticky bit not on files): cp without -p.
+mkdir -p "$work/special"
+echo a >"$work/special/suid" && chmod 4755 "$work/special/suid"
+echo b >"$work/special/sgid" && chmod 2750 "$work/special/sgid"
+echo c >"$work/special/sticky" && chmod 1644 "$work/special/sticky"
+cp_ "$work/special" "web:$work/vm/"
+modes=$(cd "$work/vm/special" && stat -c '%n %a' suid sgid sticky | tr '\n' ' ')
+[[ "$modes" == "suid 755 sgid 750 sticky 644 " ]] || fail "into the VM, special bits: $modes"
+chmod 6755 "$work/vm/special/suid"  # as if the VM made it setuid root
+cp_ "web:$work/vm/special/suid" "$work/back/suid"
+[[ "$(stat -c %a "$work/back/suid")" == 755 ]] ||
+  fail "out of the VM, a setuid file arrived as $(stat -c %a "$work/back/suid")"
+ok "setuid, setgid and sticky bits dropped both ways: $modes; out: $(stat -c %a "$work/back/suid")"
+
+# A link planted inside the destination tree (pointing at a stand-in for
+# /etc) is not followed, both ways: the copy fails naming it, nothing appears
+# where it points.
+mkdir -p "$work/etc" "$work/payload/sub" "$work/vm/payload" "$work/back/payload"
+echo "root::0:0::/:/bin/sh" >"$work/payload/sub/passwd"
+ln -s "$work/etc" "$work/vm/payload/sub"
+ln -s "$work/etc" "$work/back/payload/sub"
+planted() {
+  local what=$1 link=$2 status=0
+  shift 2
+  cp_ "$@" 2>"$work/err" || status=$?
+  ((status == 1)) && grep -qF "$link: a symbolic link" "$work/err" ||
+    fail "$what: status $status, '$(cat "$work/err")' does not name the link $link"
+  [[ -z "$(ls -A "$work/etc")" ]] || fail "$what: written through the link: $(ls -A "$work/etc")"
+  [[ -L "$link" ]] || fail "$what: the link was replaced"
+  ok "$what: $(cat "$work/err")"
+}
+planted "into the VM onto a planted link" "$work/vm/payload/sub" "$work/payload" "web:$work/vm/"
+planted "out of the VM onto a planted link" "$work/back/payload/sub" \
+  "web:$work/payload" "$work/back/"
+ln -s "$work/etc/passwd" "$work/vm/passwd"  # dangling: where a file is to go
+planted "a file onto a planted dangling link" "$work/vm/passwd" \
+  "$work/payload/sub/passwd" "web:$work/vm/"
 
 refused() {
   local what=$1 expected=$2 status=0

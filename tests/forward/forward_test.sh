@@ -3,8 +3,10 @@
 #   curl -> tcp:127.0.0.1:A -> (forward on the host) -> web:80
 #        -> (forward in web: hvsock:80 -> tcp:127.0.0.1:H) -> python's http.server
 # An HTTP exchange with a checksum, 200 concurrent requests, a half-close
-# passed through both forwards, a unix:PATH listener, and SIGTERM stopping a
-# forward cleanly.
+# passed through both forwards, a unix:PATH listener, SIGTERM stopping a
+# forward cleanly, --max-connections (connections past it closed at once, one
+# log line), and a forward whose hvsockd is killed: it says so once, uses
+# next to no CPU while it waits, and serves again when hvsockd is back.
 # Usage: forward_test.sh HVSOCKD HVSOCK_CLI
 set -euo pipefail
 (($# == 2)) || {
@@ -90,4 +92,58 @@ status=0
 wait "$stopper" || status=$?
 ((status == 0)) || fail "SIGTERM: forward exited $status"
 ok "SIGTERM stops a forward cleanly (exit 0)"
+
+for bad in 0 65537 many; do
+  status=0
+  "$cli" --runtime-dir "$work/run" forward --max-connections "$bad" \
+    --listen "tcp:127.0.0.1:$(free_port)" --to web:80 2>"$work/bad.log" || status=$?
+  ((status == 2)) || fail "--max-connections $bad: status $status: $(cat "$work/bad.log")"
+done
+ok "--max-connections outside 1..65536 is a usage error ($(head -1 "$work/bad.log"))"
+
+held_port=$(free_port) limit_port=$(free_port)
+python3 "$here/held_echo.py" serve "$held_port" >"$work/held-echo.log" &
+background_pids+=($!)
+wait_for_line "$work/held-echo.log" '^serving' 10
+forward limit.log forward --max-connections 2 --listen "tcp:127.0.0.1:$limit_port" \
+  --to "tcp:127.0.0.1:$held_port"
+python3 "$here/held_echo.py" limit "$limit_port" 2 || fail "--max-connections 2"
+n=$(grep -c 'at the limit of 2 open connections' "$work/limit.log" || true)
+((n == 1)) || fail "at the limit: expected one log line for the episode, got $n"
+grep -q 'below the limit again; [0-9]* connection(s) were refused' "$work/limit.log" ||
+  fail "no log line when connections were taken again"
+ok "--max-connections 2: $(grep -m1 'at the limit' "$work/limit.log" | cut -d: -f2-)"
+
+# hvsockd killed under an hvsock: listener: one line, no spinning, and it
+# listens again when hvsockd comes back on the same directories (the service
+# stays registered: the registry is in the state directory).
+hv service register --name "restart echo" --port 9 >/dev/null
+"$cli" --runtime-dir "$work/run" forward --listen hvsock:9 --to "tcp:127.0.0.1:$held_port" \
+  2>>"$work/restart.log" &
+restarter=$!
+background_pids+=("$restarter")
+wait_for_line "$work/restart.log" 'listening on' 10
+[[ "$(echo before | hv connect loopback 9)" == before ]] || fail "no echo through hvsock:9"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kill -KILL "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+daemon_pid=""
+wait_for_line "$work/restart.log" 'hvsockd went away' 10
+before=$(cpu_ticks "$restarter")
+sleep 2 # the window CPU time is measured over (the check is the CPU used, not the time)
+after=$(cpu_ticks "$restarter")
+ticks=$(getconf CLK_TCK)
+((after - before < ticks * 3 / 10)) ||
+  fail "with hvsockd gone the forward used $((after - before)) ticks of CPU in 2 s (spinning)"
+n=$(grep -c 'hvsockd went away' "$work/restart.log" || true)
+((n == 1)) || fail "hvsockd went away: expected one line, got $n"
+ok "hvsockd killed: one line ($(grep -m1 'went away' "$work/restart.log" | cut -d: -f2- |
+  cut -c1-60)...), $((after - before)) ticks of CPU in 2 s"
+start_daemon
+wait_for_line "$work/restart.log" 'hvsockd is back' 10
+[[ "$(echo after | hv connect loopback 9)" == after ]] || fail "no echo after hvsockd came back"
+n=$(grep -c 'hvsockd is back' "$work/restart.log" || true)
+((n == 1)) || fail "hvsockd is back: expected one line, got $n"
+ok "hvsockd restarted: the forward listens again and serves ($(grep -m1 'is back' \
+  "$work/restart.log" | cut -d: -f2-))"
 echo "forward test passed"

@@ -6,6 +6,16 @@
 // direction. SIGINT/SIGTERM stop accepting, end the open connections and
 // exit 0. One log line per connection opened and closed.
 //
+// Bounded and never spinning: at most --max-connections (default 1024) are
+// open at once; past that a new connection is accepted and closed at once
+// (a TCP client sees a reset), with one log line when the limit is reached
+// and one when connections are taken again. Accept errors that persist (no
+// fds left: EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting for 100 ms. When
+// hvsockd goes away under an hvsock: listener, the forward says so once,
+// tries to listen again with back-off (50 ms doubling to 1 s, polling
+// nothing meanwhile), and says so once more when it listens again; open
+// connections are direct sockets and carry on.
+//
 //   --listen tcp:HOST:PORT | unix:PATH | hvsock:SERVICE
 //   --to     tcp:HOST:PORT | unix:PATH | [hvsock:]VM:SERVICE
 // SERVICE: a GUID, a vsock port number or a registered name; VM: a partition
@@ -18,8 +28,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <iostream>
@@ -95,8 +106,9 @@ result<unique_fd> open_listener(const forward_endpoint& e, const global_options&
     hv_listener.emplace(std::move(*l));
     return unique_fd(::dup(fd));  // polled only; accepting goes through hv_listener
   }
+  // Non-blocking: a connection gone between poll and accept is EAGAIN, not a hang.
   if (e.type == forward_endpoint::kind::unix_path) {
-    unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::strncpy(a.sun_path, e.path.c_str(), sizeof a.sun_path - 1);
@@ -111,7 +123,7 @@ result<unique_fd> open_listener(const forward_endpoint& e, const global_options&
   addrinfo* found = nullptr;
   if (const int rc = ::getaddrinfo(e.host.c_str(), e.port.c_str(), &hints, &found); rc != 0)
     return failure(errc::invalid_argument, e.text + ": " + ::gai_strerror(rc));
-  unique_fd fd(::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  unique_fd fd(::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   const int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   const int rc = ::bind(fd.get(), found->ai_addr, found->ai_addrlen);
@@ -186,37 +198,31 @@ class forwarder {
   forwarder(forward_endpoint to, const global_options& options)
       : to_(std::move(to)), options_(options) {}
 
+  // Connections being served (their threads not yet ended).
+  int running() {
+    std::lock_guard g(lock_);
+    return running_;
+  }
+
   void handle(unique_fd client, std::uint64_t id) {
+    const int client_fd = client.get();
     {
       std::lock_guard g(lock_);
-      open_.insert(client.get());
+      open_.insert(client_fd);
       ++running_;
     }
-    std::thread([this, client = std::move(client), id]() mutable {
-      auto target = open_target(to_, options_);
-      if (!target) {
-        log("#" + std::to_string(id) + ": " + target.error().message());
-      } else {
-        log("#" + std::to_string(id) + ": open to " + to_.text);
-        {
-          std::lock_guard g(lock_);
-          open_.insert(target->get());
-        }
-        std::uint64_t back = 0;
-        std::thread reverse([&] { back = pump(target->get(), client.get()); });
-        const std::uint64_t forth = pump(client.get(), target->get());
-        reverse.join();
-        log("#" + std::to_string(id) + ": closed, " + std::to_string(forth) + " bytes in, " +
-            std::to_string(back) + " bytes out");
-        std::lock_guard g(lock_);
-        open_.erase(target->get());
-      }
+    try {
+      std::thread([this, client = std::move(client), id]() mutable {
+        serve(std::move(client), id);
+      }).detach();
+    } catch (const std::system_error& e) {
+      // No thread: the lambda that held the connection is gone, and closed it.
+      log("#" + std::to_string(id) + ": no thread for it: " + e.what());
       std::lock_guard g(lock_);
-      open_.erase(client.get());
-      client.reset();
+      open_.erase(client_fd);
       --running_;
       done_.notify_all();
-    }).detach();
+    }
   }
 
   // Ends every open connection and waits for their threads.
@@ -232,6 +238,32 @@ class forwarder {
   }
 
  private:
+  void serve(unique_fd client, std::uint64_t id) {
+    auto target = open_target(to_, options_);
+    if (!target) {
+      log("#" + std::to_string(id) + ": " + target.error().message());
+    } else {
+      log("#" + std::to_string(id) + ": open to " + to_.text);
+      {
+        std::lock_guard g(lock_);
+        open_.insert(target->get());
+      }
+      std::uint64_t back = 0;
+      std::thread reverse([&] { back = pump(target->get(), client.get()); });
+      const std::uint64_t forth = pump(client.get(), target->get());
+      reverse.join();
+      log("#" + std::to_string(id) + ": closed, " + std::to_string(forth) + " bytes in, " +
+          std::to_string(back) + " bytes out");
+      std::lock_guard g(lock_);
+      open_.erase(target->get());
+    }
+    std::lock_guard g(lock_);
+    open_.erase(client.get());
+    client.reset();
+    --running_;
+    done_.notify_all();
+  }
+
   forward_endpoint to_;
   const global_options& options_;
   std::mutex lock_, log_lock_;
@@ -240,11 +272,42 @@ class forwarder {
   int running_ = 0;
 };
 
+// Waits up to `delay` for SIGINT/SIGTERM; true when one came.
+bool stop_requested(std::chrono::milliseconds delay) {
+  pollfd p{stop_pipe[0], POLLIN, 0};
+  const auto until = std::chrono::steady_clock::now() + delay;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+    if (rc > 0) return true;
+    if (rc == 0 || errno != EINTR) return false;
+  }
+}
+
+// Errors that say the process or the system is out of something: accepting
+// again at once would fail the same way, so accepting pauses briefly.
+bool resource_shortage(int err) {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+// Closes a connection refused at the limit; a TCP client gets a reset, not
+// an orderly end that could pass for an empty answer.
+void refuse(unique_fd client) {
+  const linger hard{1, 0};
+  ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+}
+
+constexpr auto accept_pause = std::chrono::milliseconds(100);
+constexpr auto relisten_first = std::chrono::milliseconds(50);
+constexpr auto relisten_most = std::chrono::milliseconds(1000);
+
 }  // namespace
 
 void add_forward_command(CLI::App& app, global_options& options) {
   struct forward_args {
     std::string listen, to;
+    int max_connections = 1024;
   };
   auto args = std::make_shared<forward_args>();
   auto* forward = app.add_subcommand(
@@ -253,41 +316,113 @@ void add_forward_command(CLI::App& app, global_options& options) {
       ->required();
   forward->add_option("--to", args->to, "tcp:HOST:PORT, unix:PATH or [hvsock:]VM:SERVICE")
       ->required();
+  forward
+      ->add_option("--max-connections", args->max_connections,
+                   "connections open at once; more are closed as they come (default 1024)")
+      ->check(CLI::Range(1, 65536));
   forward->callback([args, &options] {
     const auto from = parse(args->listen, true, options);
     const auto to = parse(args->to, false, options);
+    const bool hvsock_listener = from.type == forward_endpoint::kind::hvsock;
     std::optional<listener> hv_listener;
     auto listening = open_listener(from, options, hv_listener);
     if (!listening) fail(listening.error());
+    unique_fd polled = std::move(*listening);
     if (::pipe2(stop_pipe, O_CLOEXEC) < 0) fail("pipe: " + std::string(std::strerror(errno)));
     struct sigaction sa {};
     sa.sa_handler = on_stop;
     ::sigaction(SIGINT, &sa, nullptr);
     ::sigaction(SIGTERM, &sa, nullptr);
     forwarder fwd(to, options);
-    fwd.log("listening on " + from.text + ", forwarding to " + to.text);
+    fwd.log("listening on " + from.text + ", forwarding to " + to.text + " (at most " +
+            std::to_string(args->max_connections) + " connections)");
     std::uint64_t next_id = 1;
+    std::uint64_t refused = 0;    // at the limit, in this episode
+    bool accept_failing = false;  // an accept error episode, logged once
+    auto relisten_delay = relisten_first;
+    std::string relisten_error;  // the last reason listening again failed, logged once each
     for (;;) {
-      pollfd p[2] = {{listening->get(), POLLIN, 0}, {stop_pipe[0], POLLIN, 0}};
+      if (!polled) {
+        // hvsockd went away: try to listen again, backing off to 1 s.
+        if (stop_requested(relisten_delay)) break;
+        relisten_delay = std::min(relisten_delay * 2, relisten_most);
+        auto again = open_listener(from, options, hv_listener);
+        if (!again) {
+          if (again.error().code() != errc::daemon_unavailable &&
+              again.error().message() != relisten_error) {
+            relisten_error = again.error().message();
+            fwd.log("listening again failed (trying every second): " + relisten_error);
+          }
+          continue;
+        }
+        polled = std::move(*again);
+        relisten_delay = relisten_first;
+        relisten_error.clear();
+        fwd.log("hvsockd is back: listening on " + from.text + " again");
+        continue;
+      }
+      pollfd p[2] = {{polled.get(), POLLIN, 0}, {stop_pipe[0], POLLIN, 0}};
       if (::poll(p, 2, -1) < 0) {
         if (errno == EINTR) continue;
         fail("poll: " + std::string(std::strerror(errno)));
       }
       if (p[1].revents) break;
-      if (!(p[0].revents & POLLIN)) continue;
+      if (!p[0].revents) continue;
       unique_fd client;
-      if (hv_listener) {
+      if (hvsock_listener) {
         auto s = hv_listener->accept(std::chrono::milliseconds(0));
-        if (!s) continue;
+        if (!s) {
+          const auto& code = s.error().code();
+          if (code == errc::timed_out || code == errc::would_block) continue;
+          if (code == errc::daemon_unavailable || (p[0].revents & (POLLHUP | POLLERR))) {
+            fwd.log("hvsockd went away (" + s.error().message() +
+                    "); waiting for it to come back, the open connections carry on");
+            polled.reset();
+            hv_listener.reset();
+            continue;
+          }
+          if (!accept_failing) fwd.log(s.error().message() + "; pausing accepts briefly");
+          accept_failing = true;
+          if (stop_requested(accept_pause)) break;
+          continue;
+        }
         client = s->release();
       } else {
-        client.reset(::accept4(listening->get(), nullptr, nullptr, SOCK_CLOEXEC));
-        if (!client) continue;
+        client.reset(::accept4(polled.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!client) {
+          const int err = errno;
+          // Gone before we took it, or a signal: the next poll decides.
+          if (err == EINTR || err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED ||
+              err == EPROTO)
+            continue;
+          if (!accept_failing)
+            fwd.log("accept on " + from.text + ": " + std::strerror(err) +
+                    (resource_shortage(err) ? "; pausing accepts briefly" : "; retrying"));
+          accept_failing = true;
+          if (stop_requested(accept_pause)) break;
+          continue;
+        }
+      }
+      if (accept_failing) {
+        fwd.log("accepting again on " + from.text);
+        accept_failing = false;
+      }
+      if (fwd.running() >= args->max_connections) {
+        if (refused++ == 0)
+          fwd.log("at the limit of " + std::to_string(args->max_connections) +
+                  " open connections: new ones are closed at once until one ends");
+        refuse(std::move(client));
+        continue;
+      }
+      if (refused > 0) {
+        fwd.log("below the limit again; " + std::to_string(refused) +
+                " connection(s) were refused meanwhile");
+        refused = 0;
       }
       fwd.handle(std::move(client), next_id++);
     }
     fwd.log("stopping: closing the open connections");
-    listening->reset();
+    polled.reset();
     hv_listener.reset();
     if (from.type == forward_endpoint::kind::unix_path) ::unlink(from.path.c_str());
     fwd.stop();
