@@ -1,4 +1,5 @@
-// exec_session: one command, its pipes (or pty) and the frames around it.
+// exec_session: HELLO and the request within a deadline, then one command,
+// its pipes (or pty) and the frames around it.
 #include "agent/exec_session.hpp"
 
 #include <fcntl.h>
@@ -11,16 +12,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <hvsock/unique_fd.hpp>
 
 #include "agent/agent_protocol.hpp"
-#include "agent/file_transfer.hpp"
+#include "agent/copy_session.hpp"
 
 namespace hvsock::agent {
 namespace {
@@ -41,22 +46,74 @@ struct command {
   unique_fd input, output, errors;  // errors is empty with a tty (merged into output)
 };
 
+struct pipe_ends {
+  unique_fd read, write;
+};
+
+result<pipe_ends> make_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) < 0) return make_system_error(errno, "pipe");
+  return pipe_ends{unique_fd(fds[0]), unique_fd(fds[1])};
+}
+
+// The command's side of its stdio: the pty's slave three times, or the
+// three pipe ends. Every fd here is close-on-exec; only the dup2 copies on
+// 0, 1 and 2 reach the command (the agent keeps 0..2 open, so none of
+// these is one of them).
+struct child_stdio {
+  unique_fd in, out, err;
+};
+
+// In the command's child, before exec: closes every fd above 2 but `keep`.
+void close_inherited(int keep) {
+  const auto close_from_to = [](unsigned first, unsigned last) {
+    if (first > last) return;
+    if (::close_range(first, last, 0) == 0) return;
+    // Kernels before 5.9: one by one, up to the limit.
+    const long limit = std::min(::sysconf(_SC_OPEN_MAX), 1L << 20);
+    for (long fd = first; fd <= std::min<long>(last, limit - 1); ++fd)
+      ::close(static_cast<int>(fd));
+  };
+  if (keep < 3) {
+    close_from_to(3, ~0U);
+    return;
+  }
+  close_from_to(3, static_cast<unsigned>(keep) - 1);
+  close_from_to(static_cast<unsigned>(keep) + 1, ~0U);
+}
+
 // Starts the command; an exec failure comes back as errno (the child
-// writes it to a close-on-exec pipe).
+// writes it to a close-on-exec pipe). Whatever fails, every fd opened here
+// is closed again.
 result<command> start(const exec_request& r) {
-  int status_pipe[2];
-  if (::pipe2(status_pipe, O_CLOEXEC) < 0) return make_system_error(errno, "pipe");
-  unique_fd status_r(status_pipe[0]), status_w(status_pipe[1]);
-  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
-  int master = -1, slave = -1;
+  auto status = make_pipe();
+  if (!status) return status.error();
+  command c;
+  child_stdio stdio;
   if (r.tty) {
+    int master = -1, slave = -1;
     winsize ws{r.rows, r.columns, 0, 0};
     if (::openpty(&master, &slave, nullptr, nullptr, r.rows ? &ws : nullptr) < 0)
       return make_system_error(errno, "openpty");
-    ::fcntl(master, F_SETFD, FD_CLOEXEC);
-  } else if (::pipe2(in, O_CLOEXEC) < 0 || ::pipe2(out, O_CLOEXEC) < 0 ||
-             ::pipe2(err, O_CLOEXEC) < 0) {
-    return make_system_error(errno, "pipe");
+    c.input.reset(master);
+    stdio.in.reset(slave);
+    // openpty has no flags argument: close-on-exec right after (this
+    // process has one thread, so no exec can come in between).
+    if (::fcntl(master, F_SETFD, FD_CLOEXEC) < 0 || ::fcntl(slave, F_SETFD, FD_CLOEXEC) < 0)
+      return make_system_error(errno, "openpty");
+    c.output.reset(::fcntl(master, F_DUPFD_CLOEXEC, 0));
+    if (!c.output) return make_system_error(errno, "dup");
+  } else {
+    auto in = make_pipe();
+    if (!in) return in.error();
+    auto out = make_pipe();
+    if (!out) return out.error();
+    auto err = make_pipe();
+    if (!err) return err.error();
+    c.input = std::move(in->write);
+    c.output = std::move(out->read);
+    c.errors = std::move(err->read);
+    stdio = {std::move(in->read), std::move(out->write), std::move(err->write)};
   }
   std::vector<char*> argv;
   for (const auto& a : r.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -71,16 +128,19 @@ result<command> start(const exec_request& r) {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (r.tty) {
       ::setsid();
-      ::ioctl(slave, TIOCSCTTY, 0);
-      ::dup2(slave, 0);
-      ::dup2(slave, 1);
-      ::dup2(slave, 2);
+      ::ioctl(stdio.in.get(), TIOCSCTTY, 0);
+      ::dup2(stdio.in.get(), 0);
+      ::dup2(stdio.in.get(), 1);
+      ::dup2(stdio.in.get(), 2);
     } else {
       ::setpgid(0, 0);  // signals from the client go to the whole command
-      ::dup2(in[0], 0);
-      ::dup2(out[1], 1);
-      ::dup2(err[1], 2);
+      ::dup2(stdio.in.get(), 0);
+      ::dup2(stdio.out.get(), 1);
+      ::dup2(stdio.err.get(), 2);
     }
+    // Ours are close-on-exec; what the agent inherited may not be: the
+    // command gets its stdio and nothing else.
+    close_inherited(status->write.get());
     int e = 0;
     if (!r.cwd.empty() && ::chdir(r.cwd.c_str()) < 0) e = errno;
     for (const auto& v : r.env) ::putenv(const_cast<char*>(v.c_str()));
@@ -88,27 +148,17 @@ result<command> start(const exec_request& r) {
       ::execvp(argv[0], argv.data());
       e = errno;
     }
-    (void)!::write(status_w.get(), &e, sizeof e);
+    (void)!::write(status->write.get(), &e, sizeof e);
     ::_exit(127);
   }
-  status_w.reset();
-  command c;
+  // The command's ends are the command's now: closed here, so its exit is
+  // seen as EOF on output.
+  stdio = {};
+  status->write.reset();
   c.pid = pid;
-  if (r.tty) {
-    ::close(slave);
-    c.input.reset(master);
-    c.output.reset(::dup(master));
-  } else {
-    ::close(in[0]);
-    ::close(out[1]);
-    ::close(err[1]);
-    c.input.reset(in[1]);
-    c.output.reset(out[0]);
-    c.errors.reset(err[0]);
-  }
   int e = 0;
   ssize_t n;
-  while ((n = ::read(status_r.get(), &e, sizeof e)) < 0 && errno == EINTR) {
+  while ((n = ::read(status->read.get(), &e, sizeof e)) < 0 && errno == EINTR) {
   }
   if (n == sizeof e) {
     ::waitpid(pid, nullptr, 0);
@@ -299,38 +349,79 @@ class session {
   exit_status status_;
 };
 
-// hvsock cp: PUT receives a tree into the VM, GET sends one out; EXIT 0 or
-// ERROR and EXIT 1 ends it.
-int run_copy(int sock, const frame& request) {
-  result<void> done;
-  if (request.type == frame_type::put) {
-    auto put = decode_put(request.payload);
-    if (!put) {
-      refuse(sock, put.error().message(), 1);
-      return 1;
+// Reads exactly out.size() bytes by `deadline`: 0 at a clean EOF before
+// the first byte, timed_out past the deadline.
+result<std::size_t> read_exact_before(int fd, std::span<std::byte> out,
+                                      std::chrono::steady_clock::time_point deadline) {
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return failure(errc::timed_out, "agent connection: too slow");
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 60000)));
+    if (ready < 0 && errno != EINTR) return make_system_error(errno, "agent connection");
+    if (ready <= 0) continue;
+    const ssize_t n = ::recv(fd, out.data() + got, out.size() - got, MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0) return make_system_error(errno, "agent connection");
+    if (n == 0) {
+      if (got == 0) return std::size_t{0};
+      return failure(errc::protocol_error, "agent protocol: the connection ended inside a frame");
     }
-    tree_receiver receiver(put->first, put->second, nullptr);
-    done = receive_tree(sock, receiver);
-  } else {
-    auto source = decode_get(request.payload);
-    if (!source) {
-      refuse(sock, source.error().message(), 1);
-      return 1;
-    }
-    done = send_tree(sock, *source, nullptr);
+    got += static_cast<std::size_t>(n);
   }
-  if (!done) {
-    refuse(sock, done.error().message(), 1);
-    return 1;
+  return got;
+}
+
+// read_frame with a deadline: the header, then exactly its payload (what
+// follows the frame stays in the socket for whoever reads next).
+result<frame> read_frame_before(int fd, std::chrono::steady_clock::time_point deadline) {
+  constexpr std::size_t header_size = 5;
+  std::vector<std::byte> bytes(header_size);
+  auto head = read_exact_before(fd, bytes, deadline);
+  if (!head) return head.error();
+  if (*head == 0) return failure(errc::not_connected, "the agent connection closed");
+  std::uint32_t length = 0;
+  for (int i = 3; i >= 0; --i)
+    length = (length << 8) | std::to_integer<std::uint32_t>(bytes[static_cast<std::size_t>(i)]);
+  frame_reader reader;  // the same checks as every other frame
+  reader.feed(bytes);
+  if (auto checked = reader.next(); !checked) return checked.error();  // size and type
+  bytes.resize(4 + std::size_t{length});
+  if (length > 1) {
+    auto rest = read_exact_before(fd, std::span(bytes).subspan(header_size), deadline);
+    if (!rest) return rest.error();
+    if (*rest == 0)
+      return failure(errc::protocol_error, "agent protocol: the connection ended inside a frame");
   }
-  return write_all(sock, encode_exit({false, 0})) ? 0 : 1;
+  frame_reader whole;
+  whole.feed(bytes);
+  auto f = whole.next();
+  if (!f) return f.error();
+  return std::move(**f);
 }
 
 }  // namespace
 
-int run_exec_session(int sock) {
-  auto hello = read_frame(sock);
-  if (!hello) return 1;
+int run_exec_session(int sock, std::chrono::milliseconds request_timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + request_timeout;
+  const auto too_slow = [&](const char* what) {
+    refuse(sock,
+           std::string("no ") + what + " within " +
+               std::to_string(
+                   std::chrono::duration_cast<std::chrono::seconds>(request_timeout).count()) +
+               " s of connecting; closing",
+           255);
+    return 1;
+  };
+  auto hello = read_frame_before(sock, deadline);
+  if (!hello) {
+    if (hello.error().code() == make_error_code(errc::timed_out)) return too_slow("HELLO");
+    if (hello.error().code() == make_error_code(errc::protocol_error))
+      refuse(sock, hello.error().message(), 255);
+    return 1;
+  }
   if (hello->type != frame_type::hello) {
     refuse(sock, "the first frame must be HELLO", 255);
     return 1;
@@ -345,10 +436,16 @@ int run_exec_session(int sock) {
     return 1;
   }
   if (!write_all(sock, encode_hello())) return 1;
-  auto request_frame = read_frame(sock);
-  if (!request_frame) return 1;
+  auto request_frame = read_frame_before(sock, deadline);
+  if (!request_frame) {
+    if (request_frame.error().code() == make_error_code(errc::timed_out))
+      return too_slow("request after HELLO");
+    if (request_frame.error().code() == make_error_code(errc::protocol_error))
+      refuse(sock, request_frame.error().message(), 255);
+    return 1;
+  }
   if (request_frame->type == frame_type::put || request_frame->type == frame_type::get)
-    return run_copy(sock, *request_frame);
+    return run_copy_session(sock, *request_frame);
   if (request_frame->type != frame_type::exec) {
     refuse(sock, "expected an EXEC, PUT or GET request", 255);
     return 1;

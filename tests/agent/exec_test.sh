@@ -62,18 +62,31 @@ ex web -- /no/such/program 2>"$work/err" || status=$?
   fail "a missing command: status $status, $(cat "$work/err")"
 ok "environment, working directory, and a missing command (127 with the reason)"
 
-# (Not under `timeout`: the signal must reach hvsock itself.)
+# Every fd of the agent's is close-on-exec: the command has its stdio and
+# nothing else (ls's own fd 3 is the directory it lists), with pipes and with
+# a pty.
+fds=$(ex web -- ls /proc/self/fd | tr '\n' ' ')
+[[ "$fds" == "0 1 2 3 " ]] || fail "the command inherited fds beyond its stdio: $fds"
+fds=$(ex -t web -- ls /proc/self/fd </dev/null | tr -d '\r' | tr '\n' ' ')
+[[ "$fds" == "0  1  2  3 " || "$fds" == "0 1 2 3 " ]] ||
+  fail "with a pty the command inherited fds beyond its stdio: '$fds'"
+ok "the command gets fds 0, 1 and 2 only (pipes and pty)"
+
+# (Not under `timeout`: the signal must reach hvsock itself.) The remote
+# command is found by its unique command line: under `hvsock run` it has its
+# own PID namespace, so the pid it would print means nothing out here.
 for sig in INT TERM; do
-  "$cli" --runtime-dir "$work/run" exec web -- sh -c 'echo $$; exec sleep 60' >"$work/pid" &
+  token="3600.$$$(kill -l "$sig")"
+  "$cli" --runtime-dir "$work/run" exec web -- sh -c "echo started; exec sleep $token" \
+    >"$work/started.$sig" &
   exec_pid=$!
-  for _ in $(seq 50); do [[ -s "$work/pid" ]] && break; sleep 0.1; done
+  wait_for_line "$work/started.$sig" '^started$' 10
   kill -"$sig" "$exec_pid"
   status=0
   wait "$exec_pid" || status=$?
   expected=$((128 + $(kill -l "$sig")))
   ((status == expected)) || fail "SIG$sig: expected exit $expected, got $status"
-  remote=$(cat "$work/pid")
-  ! kill -0 "$remote" 2>/dev/null || fail "SIG$sig did not reach the remote command ($remote)"
+  ! pgrep -f "^sleep $token\$" >/dev/null || fail "SIG$sig did not reach the remote command"
 done
 ok "SIGINT and SIGTERM reach the command; exit 130 and 143"
 
@@ -91,9 +104,10 @@ ok "32 concurrent execs, each with its own output"
 python3 "$(dirname "${BASH_SOURCE[0]}")/exec_tty_test.py" "$cli" "$work/run" ||
   fail "hvsock exec -t through a pseudo-terminal"
 
-"$cli" --runtime-dir "$work/run" exec web -- sleep 60 >/dev/null 2>"$work/err" &
+"$cli" --runtime-dir "$work/run" exec web -- sh -c 'echo started; exec sleep 60' \
+  >"$work/started.kill" 2>"$work/err" &
 exec_pid=$!
-sleep 0.5
+wait_for_line "$work/started.kill" '^started$' 10
 # This test's agent and its sessions only (other tests may run agents too).
 pkill -KILL -P "$agent_pid" || true
 kill -KILL "$agent_pid" || true
