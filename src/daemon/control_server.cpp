@@ -35,6 +35,7 @@ std::string_view type_name(wire::message_type type) {
     case wire::message_type::incoming: return "incoming";
     case wire::message_type::connect_socket_request: return "connect_socket_request";
     case wire::message_type::listen_request: return "listen_request";
+    case wire::message_type::lookup_request: return "lookup_request";
   }
   return "unknown";
 }
@@ -274,6 +275,9 @@ void control_server::handle_message(client& c, std::span<const std::byte> data,
     case wire::message_type::bind_request:
       if (auto m = wire::decode<wire::bind_request>(data, *type)) return handle_bind(c, *m);
       return wrong_size(sizeof(wire::bind_request));
+    case wire::message_type::lookup_request:
+      if (auto m = wire::decode<wire::lookup_request>(data, *type)) return handle_lookup(c, *m);
+      return wrong_size(sizeof(wire::lookup_request));
     default:
       protocol_error(c, fmt::format("unexpected {} on a new control connection", type_name(*type)));
   }

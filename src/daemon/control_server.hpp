@@ -14,6 +14,8 @@
 //            answered later: the guest's vsock device (qemu_guest) gets one
 //            end and the reply waits for the guest kernel's RESPONSE or RST;
 //            the daemon moves that stream's data to and from the guest.
+//   lookup:  a service or partition name, answered and closed (names are
+//            resolved as the client's partition sees them).
 //   bind:    validate and record the listener; the connection is then the
 //            listener, answering each `incoming` with `accepted`. Its closing
 //            unbinds. Incoming sent minus accepted received = pending, and a
@@ -148,6 +150,9 @@ class control_server {
   // A new AF_UNIX stream pair: returns one end, puts the other in `other_end`.
   static result<unique_fd> make_stream_pair(unique_fd& other_end);
   void handle_bind(client& c, const detail::wire::bind_request& request);
+  // Answers a name lookup as the client's partition sees it, then closes the
+  // client (control_lookup.cpp).
+  void handle_lookup(client& c, const detail::wire::lookup_request& request);
   void log_listening(const client& c);
   void refuse(client& c, const failure& why);
   void count_refusal(const std::string& partition, const endpoint& target, const failure& why);

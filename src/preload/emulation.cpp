@@ -23,6 +23,7 @@
 #include <hvsock/listener.hpp>
 
 #include "preload/real_calls.hpp"
+#include "protocol/control_client.hpp"
 #include "protocol/control_wire.hpp"
 #include "protocol/runtime_paths.hpp"
 #include "sys/fd_passing.hpp"
@@ -93,23 +94,15 @@ std::chrono::milliseconds timeout_of(const timeval& tv) {
       std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec));
 }
 
-// The reply on `control`, waiting at most `limit`.
+// The reply on `control`, waiting at most `limit` (the shared client's
+// reading; replies the shim waits for carry no fd, and any is closed here).
 result<wire::reply> await_reply(int control, std::chrono::milliseconds limit) {
-  if (auto ready = detail::wait_ready(control, POLLIN, limit); !ready) return ready.error();
-  std::array<std::byte, wire::max_message_size + 1> buf{};
-  auto got = detail::receive_message(control, buf);
-  if (!got) return got.error();
-  if (got->size == 0)
-    return failure(errc::daemon_unavailable, "hvsockd closed the control connection");
-  auto r = wire::decode<wire::reply>(std::span(buf.data(), got->size), wire::message_type::reply);
-  if (!r) return failure(errc::protocol_error, "hvsockd sent something other than a reply");
-  if (r->status != 0) return failure(static_cast<errc>(r->status), wire::reply_reason(*r));
-  return *r;
+  auto answer = detail::await_reply(control, limit, "");
+  if (!answer) return answer.error();
+  return answer->first;
 }
 
-result<unique_fd> open_control() {
-  return detail::connect_unix(detail::process_control_socket(), SOCK_SEQPACKET);
-}
+result<unique_fd> open_control() { return detail::open_control(detail::process_control_socket()); }
 
 // A bind_request with backlog 0 on a new control connection: the address
 // is reserved for as long as that connection stays open.

@@ -52,7 +52,8 @@ std::optional<message_type> peek_type(std::span<const std::byte> data) {
     case message_type::reply:
     case message_type::incoming:
     case message_type::connect_socket_request:
-    case message_type::listen_request: return static_cast<message_type>(h.type);
+    case message_type::listen_request:
+    case message_type::lookup_request: return static_cast<message_type>(h.type);
   }
   return std::nullopt;
 }
@@ -72,5 +73,6 @@ template std::optional<reply> decode(std::span<const std::byte>, message_type);
 template std::optional<incoming> decode(std::span<const std::byte>, message_type);
 template std::optional<connect_socket_request> decode(std::span<const std::byte>, message_type);
 template std::optional<listen_request> decode(std::span<const std::byte>, message_type);
+template std::optional<lookup_request> decode(std::span<const std::byte>, message_type);
 
 }  // namespace hvsock::detail::wire

@@ -21,6 +21,13 @@
 //            A bind_request with backlog 0 only reserves the address (a
 //            bound, not yet listening socket: connects to it are refused);
 //            a later listen_request starts listening, or changes the backlog.
+//   lookup:  client sends lookup_request with a name; the daemon answers with
+//            a reply whose peer endpoint carries the answer (a service's
+//            GUID, or a partition's VmId) and closes. Names are resolved as
+//            the caller's partition sees them: a partition the caller may
+//            not reach is refused with the router's reason. This is how
+//            programs inside a partition use names without the management
+//            socket, which is not reachable from there.
 //
 // Messages are fixed-size structs in host byte order (both ends are on one
 // machine), each starting with a header whose magic, version and type are
@@ -51,6 +58,7 @@ enum class message_type : std::uint16_t {
   incoming = 5,
   connect_socket_request = 6,
   listen_request = 7,
+  lookup_request = 8,
 };
 
 struct header {
@@ -94,6 +102,20 @@ struct listen_request {
 
 struct accepted {
   header head;
+};
+
+enum class lookup_kind : std::uint32_t {
+  service = 1,    // a registered service by its ElementName
+  partition = 2,  // a partition by name, if the caller's partition may reach it
+};
+
+inline constexpr std::size_t max_lookup_name_length = 256;
+
+struct lookup_request {
+  header head;
+  std::uint32_t kind;  // a lookup_kind
+  std::uint16_t name_length;
+  char name[max_lookup_name_length];
 };
 
 inline constexpr std::size_t max_reason_length = 480;

@@ -13,7 +13,15 @@ namespace hvsock::detail {
 result<management_client> management_client::open(const std::string& runtime_dir,
                                                   std::chrono::milliseconds timeout) {
   auto fd = connect_unix(management_socket_path(runtime_dir), SOCK_STREAM);
-  if (!fd) return fd.error();
+  if (!fd) {
+    // Management is the host's: an isolated partition has no way to it.
+    if (auto inside = isolated_partition(); inside)
+      return failure(errc::permission_denied,
+                     "the management socket is not reachable from "
+                     "partition \"" +
+                         inside->name + "\" (manage hvsockd from the host)");
+    return fd.error();
+  }
   return management_client(std::move(*fd), timeout);
 }
 

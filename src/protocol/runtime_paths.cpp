@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 
 namespace hvsock::detail {
 namespace {
@@ -46,6 +47,18 @@ std::string vhost_user_socket_path(const std::string& runtime_dir, std::string_v
 std::string process_control_socket() {
   if (auto v = env_or_empty(env_control_socket); !v.empty()) return v;
   return partition_socket_path(default_runtime_dir(), host_partition_name);
+}
+
+std::string isolation_marker_path(const std::string& runtime_dir) {
+  return runtime_dir + "/isolated-partition";
+}
+
+std::optional<isolated_partition_info> isolated_partition() {
+  const std::string runtime_dir = default_runtime_dir();
+  std::ifstream marker(isolation_marker_path(runtime_dir));
+  std::string name;
+  if (!marker || !std::getline(marker, name) || name.empty()) return std::nullopt;
+  return isolated_partition_info{name, partition_socket_path(runtime_dir, name)};
 }
 
 }  // namespace hvsock::detail

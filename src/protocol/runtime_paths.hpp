@@ -9,10 +9,15 @@
 //   <runtime>/partitions/<name>.sock    a partition's control socket
 //   <runtime>/vhost-user/<name>.sock    a QEMU partition's vhost-user socket
 //
+// Inside an isolated partition (`hvsock run --vm NAME`) the runtime dir is a
+// read-only stand-in holding only partitions/<NAME>.sock (the real socket,
+// bind-mounted) and the marker file `isolated-partition` with NAME in it.
+//
 // A process's partition: HVSOCK_CONTROL_SOCKET (set by `hvsock run`), else
 // the host partition's control socket.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,5 +39,18 @@ std::string vhost_user_socket_path(const std::string& runtime_dir, std::string_v
 
 // The control socket this process uses when the caller names none.
 std::string process_control_socket();
+
+// <runtime>/isolated-partition: the marker `hvsock run` leaves in the
+// runtime dir it shows an isolated partition.
+std::string isolation_marker_path(const std::string& runtime_dir);
+
+struct isolated_partition_info {
+  std::string name;
+  std::string control_socket;
+};
+// The partition this process is isolated in, read from the marker in
+// default_runtime_dir(); nullopt outside isolated partitions. Only used to
+// word errors: the isolation itself is the mount namespace, not this file.
+std::optional<isolated_partition_info> isolated_partition();
 
 }  // namespace hvsock::detail

@@ -6,6 +6,7 @@
 #include <array>
 #include <cerrno>
 
+#include "protocol/control_client.hpp"
 #include "protocol/control_wire.hpp"
 #include "sys/fd_passing.hpp"
 #include "sys/socket_ops.hpp"
@@ -27,7 +28,7 @@ class emulated_transport final : public transport {
 
   result<stream> connect(const endpoint& target, std::chrono::milliseconds timeout) const override {
     const std::string what = "connect " + target.to_string();
-    auto control = connect_unix(control_socket_, SOCK_SEQPACKET);
+    auto control = open_control(control_socket_);
     if (!control) return control.error().with_context(what);
     auto request = wire::make<wire::connect_request>(wire::message_type::connect_request);
     request.target = wire::to_raw(target);
@@ -45,7 +46,7 @@ class emulated_transport final : public transport {
     if (backlog < 1 || backlog > max_backlog)
       return failure(errc::invalid_argument,
                      what + ": backlog must be 1.." + std::to_string(max_backlog));
-    auto control = connect_unix(control_socket_, SOCK_SEQPACKET);
+    auto control = open_control(control_socket_);
     if (!control) return control.error().with_context(what);
     auto request = wire::make<wire::bind_request>(wire::message_type::bind_request);
     request.local = wire::to_raw(local);
@@ -84,29 +85,6 @@ class emulated_transport final : public transport {
  private:
   // Waits for the single reply on a control connection; turns an error reply
   // into an error whose message is the operation and the switch's reason.
-  static result<std::pair<wire::reply, unique_fd>> await_reply(int control,
-                                                               std::chrono::milliseconds timeout,
-                                                               const std::string& what) {
-    if (auto ready = wait_ready(control, POLLIN, timeout); !ready)
-      return make_error(errc::timed_out, what + ": no answer from hvsockd within " +
-                                             std::to_string(timeout.count()) + " ms");
-    buffer raw;
-    auto got = receive_message(control, raw);
-    if (!got) return got.error().with_context(what);
-    if (got->size == 0)
-      return failure(errc::daemon_unavailable, what + ": hvsockd closed the connection");
-    auto reply =
-        wire::decode<wire::reply>(std::span(raw.data(), got->size), wire::message_type::reply);
-    if (!reply || got->truncated)
-      return failure(errc::protocol_error, what + ": malformed reply from hvsockd");
-    if (reply->status != 0) {
-      const auto code = make_error_code(static_cast<errc>(reply->status));
-      std::string reason = wire::reply_reason(*reply);
-      if (reason.empty()) reason = code.message();
-      return failure(code, what + ": " + reason);
-    }
-    return std::pair{*reply, std::move(got->fd)};
-  }
 
   std::string control_socket_;
 };

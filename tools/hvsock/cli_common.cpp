@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "protocol/control_client.hpp"
 #include "protocol/runtime_paths.hpp"
 
 namespace hvsock::cli {
@@ -30,6 +31,15 @@ std::string control_socket(const global_options& options) {
   return detail::partition_socket_path(options.runtime_dir, detail::host_partition_name);
 }
 
+namespace {
+
+std::string lookup_socket(const global_options& options) {
+  auto path = control_socket(options);
+  return path.empty() ? detail::process_control_socket() : path;
+}
+
+}  // namespace
+
 service_id resolve_service(const std::string& text, const global_options& options) {
   if (auto id = guid::parse(text)) return *id;
   // A vsock port number: needs no registry, so it also works inside a guest.
@@ -38,23 +48,25 @@ service_id resolve_service(const std::string& text, const global_options& option
     const unsigned long long port = std::stoull(text);
     if (port <= 0xffffffffULL) return service_id_from_port(static_cast<std::uint32_t>(port));
   }
-  auto client = open_management(options);
-  const auto services = must(client.call("service.list"));
-  for (const auto& s : services)
-    if (s.value("name", "") == text) return must(guid::parse(s.value("id", "")));
-  fail("service \"" + text + "\" is not a GUID, a vsock port number or a registered service name " +
-       "(see: hvsock service list)");
+  // Through the partition's own control socket, which also works inside an
+  // isolated partition (the management socket does not).
+  auto found = detail::look_up(lookup_socket(options), detail::wire::lookup_kind::service, text);
+  if (found) return *found;
+  if (found.error().code() == make_error_code(errc::service_not_registered))
+    fail("service \"" + text + "\" is not a GUID, a vsock port number or a registered service " +
+         "name (see: hvsock service list)");
+  fail(found.error());
 }
 
 vm_id resolve_vm(const std::string& text, const global_options& options) {
   if (auto word = vm_id_from_word(text)) return *word;
   if (auto id = guid::parse(text)) return *id;
-  auto client = open_management(options);
-  const auto partitions = must(client.call("vm.list"));
-  for (const auto& p : partitions)
-    if (p.value("name", "") == text) return must(guid::parse(p.value("id", "")));
-  fail("\"" + text + "\" is not a VmId, a VmId word (parent, loopback, children, any) " +
-       "or a partition name (see: hvsock vm list)");
+  auto found = detail::look_up(lookup_socket(options), detail::wire::lookup_kind::partition, text);
+  if (found) return *found;
+  if (found.error().code() == make_error_code(errc::unknown_partition))
+    fail("\"" + text + "\" is not a VmId, a VmId word (parent, loopback, children, any) " +
+         "or a partition name (see: hvsock vm list)");
+  fail(found.error());
 }
 
 void print_table(const std::vector<std::string>& headers,

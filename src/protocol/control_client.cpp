@@ -1,0 +1,74 @@
+#include "protocol/control_client.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstring>
+
+#include "protocol/runtime_paths.hpp"
+#include "sys/fd_passing.hpp"
+#include "sys/socket_ops.hpp"
+
+namespace hvsock::detail {
+
+result<unique_fd> open_control(const std::string& path) {
+  auto fd = connect_unix(path, SOCK_SEQPACKET);
+  if (fd || fd.error().code() != make_error_code(errc::daemon_unavailable)) return fd;
+  // In an isolated partition the other sockets are hidden on purpose.
+  if (auto inside = isolated_partition(); inside)
+    return failure(errc::permission_denied, "no control socket at " + path + ": from partition \"" +
+                                                inside->name + "\" only its own control socket (" +
+                                                inside->control_socket + ") is reachable");
+  return fd;
+}
+
+result<std::pair<wire::reply, unique_fd>> await_reply(int control,
+                                                      std::chrono::milliseconds timeout,
+                                                      const std::string& what) {
+  auto context = [&](failure f) { return what.empty() ? f : f.with_context(what); };
+  if (auto ready = wait_ready(control, POLLIN, timeout); !ready)
+    return context(failure(errc::timed_out, "no answer from hvsockd within " +
+                                                std::to_string(timeout.count()) + " ms"));
+  std::array<std::byte, wire::max_message_size + 1> raw{};
+  auto got = receive_message(control, raw);
+  if (!got) return context(got.error());
+  if (got->size == 0)
+    return context(failure(errc::daemon_unavailable, "hvsockd closed the connection"));
+  auto reply =
+      wire::decode<wire::reply>(std::span(raw.data(), got->size), wire::message_type::reply);
+  if (!reply || got->truncated)
+    return context(failure(errc::protocol_error, "malformed reply from hvsockd"));
+  if (reply->status != 0) {
+    const auto code = make_error_code(static_cast<errc>(reply->status));
+    std::string reason = wire::reply_reason(*reply);
+    if (reason.empty()) reason = code.message();
+    return context(failure(code, std::move(reason)));
+  }
+  return std::pair{*reply, std::move(got->fd)};
+}
+
+result<guid> look_up(const std::string& control_socket, wire::lookup_kind kind,
+                     std::string_view name, std::chrono::milliseconds timeout) {
+  const std::string what = std::string("look up ") +
+                           (kind == wire::lookup_kind::service ? "service" : "partition") + " \"" +
+                           std::string(name) + "\"";
+  if (name.empty() || name.size() > wire::max_lookup_name_length)
+    return failure(
+        errc::invalid_argument,
+        what + ": a name must have 1.." + std::to_string(wire::max_lookup_name_length) + " bytes");
+  auto control = open_control(control_socket);
+  if (!control) return control.error().with_context(what);
+  auto request = wire::make<wire::lookup_request>(wire::message_type::lookup_request);
+  request.kind = static_cast<std::uint32_t>(kind);
+  request.name_length = static_cast<std::uint16_t>(name.size());
+  std::memcpy(request.name, name.data(), name.size());
+  if (auto sent = send_message(control->get(), wire::as_bytes(request)); !sent)
+    return sent.error().with_context(what);
+  auto answer = await_reply(control->get(), timeout, what);
+  if (!answer) return answer.error();
+  const endpoint found = wire::from_raw(answer->first.peer);
+  return kind == wire::lookup_kind::service ? guid(found.service) : guid(found.vm);
+}
+
+}  // namespace hvsock::detail
