@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <system_error>
 
@@ -43,6 +44,31 @@ result<void> make_directory(const std::string& path, mode_t mode) {
   struct stat st {};
   if (::stat(path.c_str(), &st) < 0) return make_system_error(errno, "stat " + path);
   if (!S_ISDIR(st.st_mode)) return failure(errc::invalid_argument, path + " is not a directory");
+  return {};
+}
+
+// hvsockd's directories must be its own and not writable by group or
+// others: whoever can write them can replace its sockets or its registry
+// (a pre-created world-writable /run/hvsock, say).
+result<void> check_private_directory(const std::string& path, const char* what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) < 0) return make_system_error(errno, "stat " + path);
+  const std::string refuse = std::string("refusing to use ") + what + " " + path + ": ";
+  if (S_ISLNK(st.st_mode))
+    return failure(errc::permission_denied, refuse + "it is a symbolic link; give the real path");
+  if (!S_ISDIR(st.st_mode)) return failure(errc::invalid_argument, refuse + "not a directory");
+  if (st.st_uid != ::geteuid())
+    return failure(errc::permission_denied, refuse + "it belongs to uid " +
+                                                std::to_string(st.st_uid) + ", not to uid " +
+                                                std::to_string(::geteuid()) + " (hvsockd's)");
+  if ((st.st_mode & 022) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return failure(errc::permission_denied, refuse + "it is writable by " +
+                                                ((st.st_mode & 002) != 0 ? "others" : "its group") +
+                                                " (mode " + mode + "); run chmod go-w " + path +
+                                                ", or remove it and let hvsockd create it");
+  }
   return {};
 }
 
@@ -110,6 +136,11 @@ result<std::unique_ptr<switch_daemon>> switch_daemon::start(daemon_options optio
   if (auto ok = make_directory(options.runtime_dir, runtime_mode); !ok) return ok.error();
   if (auto ok = make_directory(detail::partitions_dir(options.runtime_dir), runtime_mode); !ok)
     return ok.error();
+  for (const auto& [path, what] :
+       {std::pair{options.state_dir, "state directory"},
+        std::pair{options.runtime_dir, "runtime directory"},
+        std::pair{detail::partitions_dir(options.runtime_dir), "partition socket directory"}})
+    if (auto ok = check_private_directory(path, what); !ok) return ok.error();
 
   auto lock = lock_state_dir(options.state_dir);
   if (!lock) return lock.error();

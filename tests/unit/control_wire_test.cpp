@@ -107,6 +107,21 @@ TEST(ControlWireRoundTrip, BindRequest) {
   EXPECT_EQ(back->backlog, 128u);
 }
 
+TEST(ControlWireRoundTrip, LookupRequest) {
+  auto m = make<lookup_request>(message_type::lookup_request);
+  m.kind = static_cast<std::uint32_t>(lookup_kind::partition);
+  m.name_length = 3;
+  std::memcpy(m.name, "web", 3);
+  const auto data = bytes_of(m);
+  EXPECT_EQ(peek_type(data), message_type::lookup_request);
+  auto back = decode<lookup_request>(data, message_type::lookup_request);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->kind, 2u);
+  EXPECT_EQ(std::string(back->name, back->name_length), "web");
+  EXPECT_FALSE(
+      decode<lookup_request>(std::span(data).first(data.size() - 1), message_type::lookup_request));
+}
+
 TEST(ControlWireRoundTrip, Accepted) {
   const auto data = bytes_of(make<accepted>(message_type::accepted));
   EXPECT_EQ(data.size(), sizeof(header));
@@ -249,7 +264,7 @@ TEST(ControlWireDecode, RejectsWrongType) {
 
 TEST(ControlWireDecode, RejectsUnknownTypeValues) {
   auto data = bytes_of(make<accepted>(message_type::accepted));
-  for (int t : {0, 8, 9, 0x100, 0x8000, 0xffff}) {
+  for (int t : {0, 9, 10, 0x100, 0x8000, 0xffff}) {
     set_header(data, magic, version, static_cast<std::uint16_t>(t));
     EXPECT_FALSE(peek_type(data)) << t;
     EXPECT_FALSE(decode<accepted>(data, message_type::accepted)) << t;
