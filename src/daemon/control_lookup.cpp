@@ -31,12 +31,17 @@ result<endpoint> look_up(const partition& source, const wire::lookup_request& re
       return failure(errc::service_not_registered,
                      fmt::format("no service named \"{}\" is registered", name));
     case wire::lookup_kind::partition: {
+      // A name, or a VmId in text form.
       const partition* p = partitions.find(name);
+      if (p == nullptr)
+        if (auto id = guid::parse(name)) p = partitions.find(*id);
       if (p == nullptr)
         return failure(errc::unknown_partition, fmt::format("no partition named \"{}\"", name));
       auto reachable = routes.resolve_target(source, p->id);
       if (!reachable) return reachable.error();
-      return endpoint{p->id, service_id{}};
+      // vm: its VmId; service: how the switch names it to the caller
+      // (LOOPBACK, PARENT or its VmId), as accept() will report it.
+      return endpoint{p->id, router::name_for(source, *p)};
     }
   }
   return failure(errc::invalid_argument,

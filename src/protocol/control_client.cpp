@@ -48,8 +48,10 @@ result<std::pair<wire::reply, unique_fd>> await_reply(int control,
   return std::pair{*reply, std::move(got->fd)};
 }
 
-result<guid> look_up(const std::string& control_socket, wire::lookup_kind kind,
-                     std::string_view name, std::chrono::milliseconds timeout) {
+namespace {
+
+result<endpoint> look_up_endpoint(const std::string& control_socket, wire::lookup_kind kind,
+                                  std::string_view name, std::chrono::milliseconds timeout) {
   const std::string what = std::string("look up ") +
                            (kind == wire::lookup_kind::service ? "service" : "partition") + " \"" +
                            std::string(name) + "\"";
@@ -67,8 +69,24 @@ result<guid> look_up(const std::string& control_socket, wire::lookup_kind kind,
     return sent.error().with_context(what);
   auto answer = await_reply(control->get(), timeout, what);
   if (!answer) return answer.error();
-  const endpoint found = wire::from_raw(answer->first.peer);
-  return kind == wire::lookup_kind::service ? guid(found.service) : guid(found.vm);
+  return wire::from_raw(answer->first.peer);
+}
+
+}  // namespace
+
+result<guid> look_up(const std::string& control_socket, wire::lookup_kind kind,
+                     std::string_view name, std::chrono::milliseconds timeout) {
+  auto found = look_up_endpoint(control_socket, kind, name, timeout);
+  if (!found) return found.error();
+  return kind == wire::lookup_kind::service ? guid(found->service) : guid(found->vm);
+}
+
+result<partition_names> look_up_partition(const std::string& control_socket,
+                                          std::string_view name_or_id,
+                                          std::chrono::milliseconds timeout) {
+  auto found = look_up_endpoint(control_socket, wire::lookup_kind::partition, name_or_id, timeout);
+  if (!found) return found.error();
+  return partition_names{found->vm, found->service};
 }
 
 }  // namespace hvsock::detail

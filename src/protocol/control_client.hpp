@@ -43,4 +43,15 @@ result<guid> look_up(const std::string& control_socket, wire::lookup_kind kind,
                      std::string_view name,
                      std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
+// A partition named by name or VmId text: its VmId, and the VmId the switch
+// reports for it to the caller's partition (on accept, as a peer): LOOPBACK
+// for the caller itself, PARENT for its parent, else its VmId.
+struct partition_names {
+  vm_id id;
+  vm_id as_peer;
+};
+result<partition_names> look_up_partition(
+    const std::string& control_socket, std::string_view name_or_id,
+    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
 }  // namespace hvsock::detail

@@ -22,8 +22,11 @@
 //            bound, not yet listening socket: connects to it are refused);
 //            a later listen_request starts listening, or changes the backlog.
 //   lookup:  client sends lookup_request with a name; the daemon answers with
-//            a reply whose peer endpoint carries the answer (a service's
-//            GUID, or a partition's VmId) and closes. Names are resolved as
+//            a reply whose peer endpoint carries the answer and closes: a
+//            service's GUID in peer.service; or a partition's VmId in
+//            peer.vm and, in peer.service, how the switch names that
+//            partition to the caller (LOOPBACK, PARENT, or its VmId). A
+//            partition may also be named by its VmId in text form. Names are resolved as
 //            the caller's partition sees them: a partition the caller may
 //            not reach is refused with the router's reason. This is how
 //            programs inside a partition use names without the management
@@ -106,7 +109,7 @@ struct accepted {
 
 enum class lookup_kind : std::uint32_t {
   service = 1,    // a registered service by its ElementName
-  partition = 2,  // a partition by name, if the caller's partition may reach it
+  partition = 2,  // a partition by name or VmId, if the caller's partition may reach it
 };
 
 inline constexpr std::size_t max_lookup_name_length = 256;

@@ -105,6 +105,21 @@ wait_for_line "$work/agent-name.log" "^hvsock agent: refused a connection from a
 ok "--allow c (a partition name): c is served, the host is refused and logged as the parent"
 stop_agent
 
+# The parent by its name, and by its VmId: the switch names it "parent" on
+# accept, and the agent (isolated in web, without the management socket)
+# learns that through web's own control socket.
+host_id=$(hv vm list --json | python3 -c 'import json,sys; print([p["id"] for p in json.load(sys.stdin) if p["name"]=="host"][0])')
+for who in host "$host_id"; do
+  start_agent "$work/agent-host.log" --allow "$who"
+  [[ "$(ex web -- echo served)" == served ]] || fail "with --allow $who the host should be served"
+  status=0
+  ex_from_c -- true 2>"$work/err" || status=$?
+  ((status == 255)) || fail "with --allow $who, c should be refused ($status): $(cat "$work/err")"
+  grep -q "note:" "$work/agent-host.log" && fail "--allow $who: $(cat "$work/agent-host.log")"
+  stop_agent
+done
+ok "--allow host and --allow <host's VmId> from an isolated web: the host is served, c is not"
+
 # --- a connection that never says HELLO -------------------------------------------
 start_agent "$work/agent-limits.log" --max-sessions 2
 mkfifo "$work/silent.in"

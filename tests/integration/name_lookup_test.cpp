@@ -57,6 +57,26 @@ TEST_F(NameLookupTest, ReachablePartitionsAnswerTheirVmId) {
   EXPECT_EQ(*look_up(sw.control_socket("box"), lookup_kind::partition, "web"), web_id);
 }
 
+// How the switch names each partition to the caller, as accept() reports a
+// peer: what `hvsock agent --allow NAME` matches against.
+TEST_F(NameLookupTest, PartitionsComeWithHowTheCallerSeesThem) {
+  const guid host_id = sw.vm_id_of("host");
+  auto parent = detail::look_up_partition(sw.control_socket("web"), "host");
+  ASSERT_TRUE(parent) << parent.error().message();
+  EXPECT_EQ(parent->id, host_id);
+  EXPECT_EQ(parent->as_peer, vm_id_parent);
+  auto self = detail::look_up_partition(sw.control_socket("web"), "web");
+  ASSERT_TRUE(self);
+  EXPECT_EQ(self->as_peer, vm_id_loopback);
+  auto child = detail::look_up_partition(sw.control_socket("web"), box_id.to_string());
+  ASSERT_TRUE(child) << child.error().message();
+  EXPECT_EQ(child->id, box_id);
+  EXPECT_EQ(child->as_peer, box_id);
+  auto by_id = detail::look_up_partition(sw.control_socket("box"), host_id.to_string());
+  ASSERT_FALSE(by_id);  // a container of web cannot reach the host
+  EXPECT_EQ(by_id.error().code(), make_error_code(errc::network_unreachable));
+}
+
 TEST_F(NameLookupTest, UnreachablePartitionsAreRefusedWithTheRoutersReason) {
   auto sibling = look_up(sw.control_socket("web"), lookup_kind::partition, "db");
   ASSERT_FALSE(sibling);

@@ -37,6 +37,7 @@
 #include "agent/agent_protocol.hpp"
 #include "agent/exec_session.hpp"
 #include "cli_common.hpp"
+#include "protocol/control_client.hpp"
 #include "protocol/runtime_paths.hpp"
 
 namespace hvsock::cli {
@@ -90,62 +91,15 @@ class admission {
   std::set<vm_id> ids_;
 };
 
-// This partition's name: from `hvsock run`, or the host when no partition
-// is set; nullopt when it cannot be told.
-std::optional<std::string> own_partition_name() {
-  if (const char* p = std::getenv(detail::env_partition); p != nullptr && *p != '\0') return p;
-  if (const char* c = std::getenv(detail::env_control_socket); c != nullptr && *c != '\0')
-    return std::nullopt;
-  return std::string(detail::host_partition_name);
-}
-
-// How the switch will name partition `id` when it connects here: LOOPBACK
-// for this partition, PARENT for its parent, else `id` (a child: the only
-// other partitions that can reach this one). nullopt when `id` may be the
-// parent but that cannot be told: the parent's VmId is only known through
-// the management socket, which is not reachable from every partition.
-std::optional<vm_id> as_peer(const vm_id& id, const global_options& options) {
-  const auto self = own_partition_name();
-  if (!self) return std::nullopt;
-  const auto id_of = [](const nlohmann::json& p) {
-    auto parsed = guid::parse(p.value("id", ""));
-    return parsed ? std::optional<vm_id>(*parsed) : std::nullopt;
-  };
-  if (auto client = detail::management_client::open(runtime_dir(options))) {
-    if (auto partitions = client->call("vm.list"); partitions && partitions->is_array()) {
-      std::string parent_name;
-      for (const auto& p : *partitions) {
-        if (p.value("name", "") != *self) continue;
-        if (id_of(p) == id) return vm_id_loopback;
-        if (p.contains("parent") && p["parent"].is_string()) parent_name = p["parent"];
-      }
-      for (const auto& p : *partitions)
-        if (!parent_name.empty() && p.value("name", "") == parent_name && id_of(p) == id)
-          return vm_id_parent;
-      return id;
-    }
-  }
-  // No management socket: this partition's own VmId can still be looked up.
-  try {
-    if (resolve_vm(*self, options) == id) return vm_id_loopback;
-  } catch (const cli_exit&) {
-  }
-  if (*self == detail::host_partition_name) return id;  // the host has no parent
-  return std::nullopt;
-}
-
-// Adds partition `id`, named as the switch will name it on accept.
-void add_partition(admission& a, const std::string& word, const vm_id& id,
-                   const global_options& options) {
-  if (auto peer = as_peer(id, options)) {
-    a.add(*peer);
-    return;
-  }
-  a.add(id);
-  std::cerr << "hvsock agent: note: --allow " << word << " admits partition " << id.to_string()
-            << " as a child; this agent cannot tell whether it is its parent, which connects as "
-               "\"parent\" (use --allow parent for it)"
-            << std::endl;
+// Adds partition `word` (a name or a VmId), named as the switch will name it
+// on accept (LOOPBACK, PARENT or its VmId): the switch says, through this
+// partition's own control socket, which also works in isolated partitions.
+void add_partition(admission& a, const std::string& word, const global_options& options) {
+  auto found = detail::look_up_partition(lookup_socket(options), word);
+  if (!found)
+    fail("agent --allow " + word + ": " + found.error().message() +
+         "; give children, any, parent or a partition this one can reach");
+  a.add(found->as_peer);
 }
 
 admission parse_allow(const std::vector<std::string>& words, const global_options& options) {
@@ -168,20 +122,9 @@ admission parse_allow(const std::vector<std::string>& words, const global_option
                exit_usage);
       }
     }
-    if (id) {
-      add_partition(a, w, *id, options);
-      continue;
-    }
-    // A partition name, resolved once, now. Where names cannot be resolved
-    // (a QEMU guest; a partition whose switch will not say) the VmId can.
-    vm_id resolved;
-    try {
-      resolved = resolve_vm(w, options);
-    } catch (const cli_exit& e) {
-      fail("agent --allow " + w + ": cannot resolve the partition name (" + e.message +
-           "); give its VmId, or children, any or parent");
-    }
-    add_partition(a, w, resolved, options);
+    // A VmId, or a partition name; in a QEMU guest (no hvsockd) only the
+    // words work.
+    add_partition(a, w, options);
   }
   return a;
 }

@@ -31,14 +31,10 @@ std::string control_socket(const global_options& options) {
   return detail::partition_socket_path(options.runtime_dir, detail::host_partition_name);
 }
 
-namespace {
-
 std::string lookup_socket(const global_options& options) {
   auto path = control_socket(options);
   return path.empty() ? detail::process_control_socket() : path;
 }
-
-}  // namespace
 
 service_id resolve_service(const std::string& text, const global_options& options) {
   if (auto id = guid::parse(text)) return *id;

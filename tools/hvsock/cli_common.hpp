@@ -43,6 +43,9 @@ detail::management_client open_management(const global_options& options);
 // run inside a partition, via `hvsock run`), else the host partition's socket
 // in runtime_dir(options). Empty means "let libhvsock decide" (the former).
 std::string control_socket(const global_options& options);
+// The control socket names are looked up through: control_socket(options),
+// else this process's own (HVSOCK_CONTROL_SOCKET or the host's).
+std::string lookup_socket(const global_options& options);
 
 // SERVICE: a GUID, a vsock port number, or a registered ElementName.
 service_id resolve_service(const std::string& text, const global_options& options);
