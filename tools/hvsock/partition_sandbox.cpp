@@ -399,17 +399,20 @@ void reenter_working_directory() {
   ::_exit(0);
 }
 
+// Ends outer as the command ended. _exit, not exit: outer's PID namespace
+// is gone with init, so nothing at exit may fork (LeakSanitizer's check
+// would), and there is nothing left to clean up but stdio.
 [[noreturn]] void end_like(int status) {
-  if (WIFEXITED(status)) std::exit(WEXITSTATUS(status));
-  const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
   std::fflush(nullptr);
+  if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
+  const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
   ::signal(sig, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, sig);
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
   ::raise(sig);
-  std::exit(128 + sig);
+  ::_exit(128 + sig);
 }
 
 }  // namespace
@@ -470,7 +473,6 @@ void run_isolated(const sandbox_options& options, const std::vector<std::string>
   const bool reported = ::read(status_pipe[0], &status, sizeof status) == sizeof status;
   if (reported) end_like(status);
   // init died before the command ended (killed, or a failed set-up it reported).
-  if (WIFEXITED(init_status)) std::exit(WEXITSTATUS(init_status));
   end_like(init_status);
 }
 
