@@ -20,10 +20,21 @@
 //            listener, answering each `incoming` with `accepted`. Its closing
 //            unbinds. Incoming sent minus accepted received = pending, and a
 //            connect finding pending >= backlog is refused (backlog_full).
+// A listener's `accepted` messages are normally read by the event loop;
+// where a decision depends on them (a backlog that looks full, an address
+// still held by a listener that may have closed), drain_acks reads that
+// listener's queued acks and its close first. No handler ever re-enters the
+// message loop.
 // A client that sends anything malformed (wrong size or header, unexpected
 // type, an attached fd, a truncated message) is logged and closed; nothing
 // else is affected. Sends never block: a listener whose socket buffer is
 // full refuses the connection as backlog_full.
+//
+// The class is one client table with its dispatch (control_server.cpp);
+// its jobs live one per file: control_connect.cpp (connect, brokering the
+// stream), control_listen.cpp (bind, listen, backlog accounting),
+// control_guest_bridge.cpp (connects into and out of QEMU guests),
+// control_lookup.cpp (name lookups). socket_listener accepts the clients.
 //
 // Thread safety: none; runs on the event loop's thread.
 #pragma once
@@ -33,6 +44,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -52,7 +64,9 @@
 #include "daemon/service_counters.hpp"
 #include "daemon/service_registry.hpp"
 #include "daemon/socket_broker.hpp"
+#include "daemon/socket_listener.hpp"
 #include "protocol/control_wire.hpp"
+#include "sys/fd_passing.hpp"
 
 namespace hvsock::daemon {
 
@@ -91,9 +105,7 @@ class control_server {
 
  private:
   struct partition_socket {
-    std::string path;
-    unique_fd fd;
-    event_loop::watch_id watch = 0;
+    std::unique_ptr<socket_listener> listener;
     std::uint32_t next_port = first_ephemeral_port;
     std::unordered_set<std::uint64_t> clients;
   };
@@ -114,14 +126,26 @@ class control_server {
     unique_fd reply_fd;
   };
 
-  result<void> open_guest(const partition& p);
-  void on_partition_socket(const std::string& name);
+  // --- the client table and dispatch (control_server.cpp) ---
+  // Takes a client accepted on `partition`'s socket and serves its first
+  // message if it is there already.
+  result<void> add_client(const std::string& partition, unique_fd fd);
+  // Reads and handles up to messages_per_wakeup messages (event loop only).
   void on_client(std::uint64_t id);
+  // Receives one message of `c` into `buffer`. nullopt when there is nothing
+  // to read now, or when `c` was closed: by its peer (EOF, an error) or for a
+  // malformed message (more than one fd, truncated); then `c` is gone.
+  std::optional<detail::received_message> receive(client& c, std::span<std::byte> buffer);
   void handle_message(client& c, std::span<const std::byte> data, unique_fd attached);
+  void refuse(client& c, const failure& why);
+  void count_refusal(const std::string& partition, const endpoint& target, const failure& why);
+  void protocol_error(client& c, const std::string& what);
+  void close_client(std::uint64_t id);
+
+  // --- connect and brokering (control_connect.cpp) ---
   void handle_connect(client& c, const detail::wire::connect_request& request);
   void handle_connect_socket(client& c, const detail::wire::connect_socket_request& request,
                              unique_fd socket);
-  void handle_listen(client& c, const detail::wire::listen_request& request);
   // Routes a connect from `source` to `target`; a refusal is counted and
   // logged here, as is every refusal below.
   result<route_decision> route(const partition& source, const endpoint& target);
@@ -130,6 +154,35 @@ class control_server {
   result<void> hand_to_listener(const partition& source, const endpoint& target,
                                 const route_decision& decision, const endpoint& connector_local,
                                 const std::function<result<unique_fd>()>& open_stream);
+  // Sends the connector its success reply (with `connector_end` if >= 0)
+  // and closes its control connection.
+  void reply_connected(client& c, const partition& source, const endpoint& target,
+                       const endpoint& connector_local, const route_decision& decision,
+                       int connector_end);
+  std::uint32_t next_ephemeral_port(const client& c);
+  result<socket_broker*> socket_broker_for_clients();
+  // A new AF_UNIX stream pair: returns one end, puts the other in `other_end`.
+  static result<unique_fd> make_stream_pair(unique_fd& other_end);
+  // The socket inode the counters know a stream end by (0 if unknown).
+  static ino_t inode_of(int fd);
+
+  // --- bind, listen and backlog accounting (control_listen.cpp) ---
+  void handle_bind(client& c, const detail::wire::bind_request& request);
+  void handle_listen(client& c, const detail::wire::listen_request& request);
+  // A listen_request or an accepted on a listener's connection (dispatch
+  // turns away every other type).
+  void handle_listener_message(client& c, detail::wire::message_type type,
+                               std::span<const std::byte> data);
+  // One `accepted`: one pending connection fewer.
+  void take_ack(client& c, std::span<const std::byte> data);
+  // Reads the listener's queued `accepted` messages, and its close if that
+  // is next, with a buffer of its own; stops at anything else, which is
+  // left for on_client. The listener may be closed (and gone) afterwards.
+  void drain_acks(std::uint64_t listener_id);
+  void log_listening(const client& c);
+
+  // --- QEMU guests (control_guest_bridge.cpp) ---
+  result<void> open_guest(const partition& p);
   // Starts the connect into a QEMU guest; on_guest_answer finishes it.
   void connect_into_guest(client& c, const partition& source, const endpoint& target,
                           const route_decision& decision, unique_fd device_end,
@@ -137,30 +190,17 @@ class control_server {
   void on_guest_answer(std::uint64_t client_id, const std::string& source_name,
                        const endpoint& target, const route_decision& decision,
                        result<std::uint32_t> host_port, std::array<ino_t, 2> inodes);
-  // Sends the connector its success reply (with `connector_end` if >= 0)
-  // and closes its control connection.
-  void reply_connected(client& c, const partition& source, const endpoint& target,
-                       const endpoint& connector_local, const route_decision& decision,
-                       int connector_end);
-  std::uint32_t next_ephemeral_port(const client& c);
   // The partition a vsock CID names, as seen from `source` (1 and its own
   // CID are itself).
   result<vm_id> vm_for_cid(const partition& source, std::uint32_t cid) const;
-  result<socket_broker*> socket_broker_for_clients();
-  // A new AF_UNIX stream pair: returns one end, puts the other in `other_end`.
-  static result<unique_fd> make_stream_pair(unique_fd& other_end);
-  void handle_bind(client& c, const detail::wire::bind_request& request);
+
+  // --- name lookups (control_lookup.cpp) ---
   // Answers a name lookup as the client's partition sees it, then closes the
-  // client (control_lookup.cpp).
+  // client.
   void handle_lookup(client& c, const detail::wire::lookup_request& request);
-  void log_listening(const client& c);
-  void refuse(client& c, const failure& why);
-  void count_refusal(const std::string& partition, const endpoint& target, const failure& why);
-  void protocol_error(client& c, const std::string& what);
-  void close_client(std::uint64_t id);
 
   event_loop& loop_;
-  client_budget& budget_;
+  client_gate gate_;
   const partition_tree& partitions_;
   const service_registry& services_;
   router& router_;
@@ -173,7 +213,7 @@ class control_server {
   std::unordered_map<std::uint64_t, client> clients_;
   std::optional<socket_broker> socket_broker_;  // opened at the first connect_socket_request
   std::uint64_t next_client_id_ = 1;
-  bool limit_logged_ = false;  // "client limit reached" is logged once per episode
+  // on_client's; drain_acks has its own, so a handler never reuses it.
   std::array<std::byte, detail::wire::max_message_size + 1> buffer_{};
 };
 

@@ -1,6 +1,7 @@
 // event_loop: hvsockd's single-threaded epoll loop, plus the few pieces every
-// server on it shares: the daemon's log sink, the budget of open clients,
-// creating listening socket files and accepting from them.
+// server on it shares: the daemon's log sink, the budget of open clients and
+// accepting from a listening socket (socket_listener.hpp builds a served
+// socket file from these).
 //
 // Handlers run on the thread that calls run(). A handler may watch and
 // unwatch any fd, its own included, while it runs; events already fetched
@@ -21,6 +22,8 @@
 
 #include <hvsock/result.hpp>
 #include <hvsock/unique_fd.hpp>
+
+#include "sys/socket_ops.hpp"
 
 namespace hvsock::daemon {
 
@@ -99,18 +102,9 @@ class client_budget {
   std::size_t used_ = 0;
 };
 
-// Who may connect through a socket file: its mode and, optionally, owner.
-struct socket_file_options {
-  mode_t mode = 0600;
-  std::optional<uid_t> owner_uid;
-  std::optional<gid_t> owner_gid;
-};
-
-// A non-blocking, CLOEXEC AF_UNIX socket of `type` listening at `path`
-// (an existing file there is replaced: the caller has made sure it is
-// stale). Mode and owner are set before listen(), so nobody connects while
-// the file has the umask's mode.
-result<unique_fd> listen_unix(const std::string& path, int type,
-                              const socket_file_options& options);
+// Creating listening socket files lives in src/sys next to connect_unix;
+// the daemon's servers name it from here.
+using detail::listen_unix;
+using detail::socket_file_options;
 
 }  // namespace hvsock::daemon

@@ -18,7 +18,6 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-constexpr int accepts_per_wakeup = 64;
 constexpr std::size_t read_chunk = 64 * 1024;
 
 failure bad_request(std::string message) {
@@ -98,31 +97,28 @@ std::string dump_line(const json& value) {
 
 management_server::management_server(event_loop& loop, client_budget& budget, context ctx,
                                      log_function log)
-    : loop_(loop), budget_(budget), ctx_(std::move(ctx)), log_(std::move(log)) {}
+    : loop_(loop),
+      budget_(budget),
+      gate_(budget,
+            fmt::format("client limit ({}) reached; refusing new management clients", budget.max()),
+            log),
+      ctx_(std::move(ctx)),
+      log_(std::move(log)) {}
 
 management_server::~management_server() { close(); }
 
 result<void> management_server::open(const std::string& path, const socket_file_options& options) {
-  auto fd = listen_unix(path, SOCK_STREAM, options);
-  if (!fd) return fd.error().with_context("management socket");
-  auto watched = loop_.watch(fd->get(), EPOLLIN, [this](std::uint32_t) { on_listening_socket(); });
-  if (!watched) {
-    ::unlink(path.c_str());
-    return watched.error();
-  }
-  path_ = path;
-  listening_ = std::move(*fd);
-  listening_watch_ = *watched;
+  auto listener =
+      socket_listener::open(loop_, gate_, path, SOCK_STREAM, options, "management socket", log_,
+                            [this](unique_fd fd) { return add_client(std::move(fd)); });
+  if (!listener) return listener.error().with_context("management socket");
+  listener_ = std::move(*listener);
   return {};
 }
 
 void management_server::close() {
   while (!clients_.empty()) close_client(clients_.begin()->first);
-  if (listening_) {
-    loop_.unwatch(listening_watch_);
-    listening_.reset();
-    ::unlink(path_.c_str());
-  }
+  listener_.reset();  // removes the socket file
 }
 
 // --- requests ----------------------------------------------------------------
@@ -390,35 +386,17 @@ result<json> management_server::stats() {
 
 // --- client I/O ----------------------------------------------------------------
 
-void management_server::on_listening_socket() {
-  for (int i = 0; i < accepts_per_wakeup && listening_; ++i) {
-    auto accepted = loop_.accept(listening_.get());
-    if (!accepted) {
-      if (accepted.error().code() != errc::would_block)
-        log_(fmt::format("management socket: {}", accepted.error().message()));
-      return;
-    }
-    if (!budget_.try_acquire()) {
-      if (!std::exchange(limit_logged_, true))
-        log_(fmt::format("client limit ({}) reached; refusing new management clients",
-                         budget_.max()));
-      continue;
-    }
-    limit_logged_ = false;
-    const std::uint64_t id = next_client_id_++;
-    client c;
-    c.fd = std::move(*accepted);
-    c.events = EPOLLIN;
-    auto watched = loop_.watch(c.fd.get(), c.events,
-                               [this, id](std::uint32_t events) { on_client(id, events); });
-    if (!watched) {
-      budget_.release();
-      log_(fmt::format("management socket: {}", watched.error().message()));
-      continue;
-    }
-    c.watch = *watched;
-    clients_.emplace(id, std::move(c));
-  }
+result<void> management_server::add_client(unique_fd fd) {
+  const std::uint64_t id = next_client_id_++;
+  client c;
+  c.fd = std::move(fd);
+  c.events = EPOLLIN;
+  auto watched = loop_.watch(c.fd.get(), c.events,
+                             [this, id](std::uint32_t events) { on_client(id, events); });
+  if (!watched) return watched.error();
+  c.watch = *watched;
+  clients_.emplace(id, std::move(c));
+  return {};
 }
 
 void management_server::on_client(std::uint64_t id, std::uint32_t events) {
@@ -532,7 +510,7 @@ void management_server::close_client(std::uint64_t id, const std::string& why) {
   if (it == clients_.end()) return;
   if (!why.empty()) log_(why);
   loop_.unwatch(it->second.watch);
-  budget_.release();
+  gate_.release();
   clients_.erase(it);
 }
 

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -32,6 +33,7 @@
 #include "daemon/partition_tree.hpp"
 #include "daemon/service_counters.hpp"
 #include "daemon/service_registry.hpp"
+#include "daemon/socket_listener.hpp"
 #include "daemon/state_store.hpp"
 
 namespace hvsock::daemon {
@@ -96,7 +98,8 @@ class management_server {
   // Saves the state; on failure restores the snapshot taken before the change.
   result<void> commit(const partition_tree& old_partitions, const service_registry& old_services);
 
-  void on_listening_socket();
+  // Takes a client from the socket_listener.
+  result<void> add_client(unique_fd fd);
   void on_client(std::uint64_t id, std::uint32_t events);
   // Handles the complete lines in the client's input, as output room allows.
   // False when the client was closed.
@@ -106,15 +109,13 @@ class management_server {
   void close_client(std::uint64_t id, const std::string& why = {});
 
   event_loop& loop_;
-  client_budget& budget_;
+  const client_budget& budget_;  // read for "status"; gate_ admits and releases
+  client_gate gate_;
   context ctx_;
   log_function log_;
-  std::string path_;
-  unique_fd listening_;
-  event_loop::watch_id listening_watch_ = 0;
+  std::unique_ptr<socket_listener> listener_;
   std::unordered_map<std::uint64_t, client> clients_;
   std::uint64_t next_client_id_ = 1;
-  bool limit_logged_ = false;
 };
 
 }  // namespace hvsock::daemon

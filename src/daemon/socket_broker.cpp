@@ -2,14 +2,13 @@
 #include "daemon/socket_broker.hpp"
 
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <utility>
 
 #include "daemon/event_loop.hpp"
+#include "sys/socket_ops.hpp"
 
 namespace hvsock::daemon {
 namespace {
@@ -41,14 +40,11 @@ result<unique_fd> socket_broker::connect(int client) {
     return failure(errc::invalid_argument, "the attached fd is not an AF_UNIX stream socket");
   if (socket_option(client, SO_ACCEPTCONN) != 0)
     return failure(errc::invalid_argument, "the attached socket is listening");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path_.size() >= sizeof addr.sun_path)
-    return failure(errc::invalid_argument, "the broker socket path is too long");
-  std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+  auto addr = detail::unix_address(path_);
+  if (!addr) return addr.error().with_context("the socket broker");
   int rc;
   do {
-    rc = ::connect(client, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    rc = ::connect(client, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr);
   } while (rc < 0 && errno == EINTR);
   if (rc < 0) {
     if (errno == EISCONN) return failure(errc::invalid_argument, "the socket is already connected");

@@ -3,26 +3,34 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 namespace hvsock::detail {
 
-result<unique_fd> connect_unix(const std::string& path, int type) {
+result<sockaddr_un> unix_address(std::string_view path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path))
-    return failure(errc::invalid_argument, "socket path \"" + path + "\" is empty or longer than " +
-                                               std::to_string(sizeof(addr.sun_path) - 1) +
-                                               " bytes");
+  if (path.empty() || path.size() >= sizeof addr.sun_path)
+    return failure(errc::invalid_argument, "socket path \"" + std::string(path) +
+                                               "\" is empty or longer than " +
+                                               std::to_string(sizeof addr.sun_path - 1) + " bytes");
   std::memcpy(addr.sun_path, path.data(), path.size());
+  return addr;
+}
+
+result<unique_fd> connect_unix(const std::string& path, int type) {
+  auto addr = unix_address(path);
+  if (!addr) return addr.error();
   unique_fd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
   if (!fd) return make_system_error(errno, "socket(AF_UNIX)");
   int rc;
   do {
-    rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr);
   } while (rc < 0 && errno == EINTR);
   if (rc < 0) {
     const int err = errno;
@@ -36,6 +44,32 @@ result<unique_fd> connect_unix(const std::string& path, int type) {
                      "hvsockd is not accepting connections at " + path + " (its queue is full)");
     return make_system_error(err, "connect " + path);
   }
+  return fd;
+}
+
+result<unique_fd> listen_unix(const std::string& path, int type,
+                              const socket_file_options& options) {
+  auto addr = unix_address(path);
+  if (!addr) return addr.error();
+  unique_fd fd(::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return make_system_error(errno, "socket(AF_UNIX)");
+  if (::unlink(path.c_str()) < 0 && errno != ENOENT)
+    return make_system_error(errno, "remove stale " + path);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) < 0)
+    return make_system_error(errno, "bind " + path);
+  // Until listen() nobody can connect, so fixing mode and owner here leaves
+  // no window with wider permissions.
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    return make_system_error(err, std::string(what) + " " + path);
+  };
+  if (::chmod(path.c_str(), options.mode) < 0) return fail("chmod");
+  if ((options.owner_uid || options.owner_gid) &&
+      ::chown(path.c_str(), options.owner_uid.value_or(static_cast<uid_t>(-1)),
+              options.owner_gid.value_or(static_cast<gid_t>(-1))) < 0)
+    return fail("chown");
+  if (::listen(fd.get(), SOMAXCONN) < 0) return fail("listen");
   return fd;
 }
 

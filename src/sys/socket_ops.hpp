@@ -1,21 +1,46 @@
 // Thin, errno-preserving wrappers over the socket calls libhvsock and hvsockd
-// share: AF_UNIX connect by path, waiting for readiness with a deadline, and
-// the non-blocking flag. Every fd they create is CLOEXEC.
+// share: AF_UNIX addresses, connect and listen by path, waiting for readiness
+// with a deadline, and the non-blocking flag. Every fd they create is
+// CLOEXEC.
+//
+// Thread safety: the functions keep no state; any thread may call them.
 #pragma once
+
+#include <sys/types.h>
+#include <sys/un.h>
 
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <hvsock/result.hpp>
 #include <hvsock/unique_fd.hpp>
 
 namespace hvsock::detail {
 
+// The address of the socket file at `path` (NUL-terminated in sun_path).
+// errc::invalid_argument, naming the path, when it is empty or does not fit.
+result<sockaddr_un> unix_address(std::string_view path);
+
 // Connects an AF_UNIX socket of `type` (SOCK_STREAM, SOCK_SEQPACKET) to the
 // socket file at `path`. The error names the path; a missing or refusing
 // socket is errc::daemon_unavailable, EACCES is errc::permission_denied.
 result<unique_fd> connect_unix(const std::string& path, int type);
+
+// Who may connect through a socket file: its mode and, optionally, owner.
+struct socket_file_options {
+  mode_t mode = 0600;
+  std::optional<uid_t> owner_uid;
+  std::optional<gid_t> owner_gid;
+};
+
+// A non-blocking, CLOEXEC AF_UNIX socket of `type` listening at `path`
+// (an existing file there is replaced: the caller has made sure it is
+// stale). Mode and owner are set before listen(), so nobody connects while
+// the file has the umask's mode. On failure no socket file is left behind.
+result<unique_fd> listen_unix(const std::string& path, int type,
+                              const socket_file_options& options);
 
 // Waits until `fd` is ready for `events` (POLLIN/POLLOUT). nullopt waits
 // forever. Returns errc::timed_out when the time runs out. EINTR restarts

@@ -1,0 +1,212 @@
+// control_server's connect job: route the request, queue `incoming` with
+// one end of a new stream on the listener (within its backlog), reply to the
+// connector with the other end, and step out of the data path. A
+// connect_socket_request connects the client's own socket through the
+// socket broker instead of a socketpair.
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "daemon/control_server.hpp"
+#include "sys/fd_passing.hpp"
+
+namespace hvsock::daemon {
+namespace wire = detail::wire;
+
+void control_server::handle_connect(client& c, const wire::connect_request& request) {
+  const endpoint target = wire::from_raw(request.target);
+  const partition* source = partitions_.find(c.partition);
+  if (source == nullptr) {  // cannot happen: removal closes clients
+    close_client(c.id);
+    return;
+  }
+  auto decision = route(*source, target);
+  if (!decision) return refuse(c, decision.error());
+  unique_fd connector_end;
+  if (decision->guest_port) {
+    unique_fd device_end;
+    if (auto made = make_stream_pair(connector_end); !made) {
+      count_refusal(source->name, target, made.error());
+      return refuse(c, made.error());
+    } else {
+      device_end = std::move(*made);
+    }
+    return connect_into_guest(c, *source, target, *decision, std::move(device_end),
+                              std::move(connector_end));
+  }
+  const endpoint connector_local{source->id, service_id_from_port(next_ephemeral_port(c))};
+  auto queued = hand_to_listener(*source, target, *decision, connector_local,
+                                 [&]() { return make_stream_pair(connector_end); });
+  if (!queued) return refuse(c, queued.error());
+  reply_connected(c, *source, target, connector_local, *decision, connector_end.get());
+}
+
+void control_server::handle_connect_socket(client& c, const wire::connect_socket_request& request,
+                                           unique_fd socket) {
+  const partition* source = partitions_.find(c.partition);
+  if (source == nullptr) {  // cannot happen: removal closes clients
+    close_client(c.id);
+    return;
+  }
+  endpoint target = wire::from_raw(request.target);
+  if (request.flags & wire::target_by_cid) {
+    auto vm = vm_for_cid(*source, request.target_cid);
+    if (!vm) {
+      count_refusal(source->name, target, vm.error());
+      return refuse(c, vm.error());
+    }
+    target.vm = *vm;
+  }
+  auto decision = route(*source, target);
+  if (!decision) return refuse(c, decision.error());
+  const std::uint32_t port =
+      (request.flags & wire::local_port_given) ? request.local_port : next_ephemeral_port(c);
+  const endpoint connector_local{source->id, service_id_from_port(port)};
+  auto connect_socket = [&]() -> result<unique_fd> {
+    auto b = socket_broker_for_clients();
+    if (!b) return b.error();
+    return (*b)->connect(socket.get());
+  };
+  if (decision->guest_port) {
+    auto device_end = connect_socket();
+    if (!device_end) {
+      count_refusal(source->name, target, device_end.error());
+      return refuse(c, device_end.error());
+    }
+    return connect_into_guest(c, *source, target, *decision, std::move(*device_end), unique_fd());
+  }
+  auto queued = hand_to_listener(*source, target, *decision, connector_local, connect_socket);
+  if (!queued) return refuse(c, queued.error());
+  reply_connected(c, *source, target, connector_local, *decision, -1);
+}
+
+result<route_decision> control_server::route(const partition& source, const endpoint& target) {
+  auto decision = router_.route(source, target);
+  if (!decision) count_refusal(source.name, target, decision.error());
+  return decision;
+}
+
+result<void> control_server::hand_to_listener(
+    const partition& source, const endpoint& target, const route_decision& decision,
+    const endpoint& connector_local, const std::function<result<unique_fd>()>& open_stream) {
+  auto refused = [&](failure why) -> result<void> {
+    count_refusal(source.name, target, why);
+    return why;
+  };
+  if (decision.guest_port)  // cannot happen: a guest reaches only its parent
+    return refused(failure(errc::network_unreachable, "a QEMU guest cannot reach another guest"));
+  auto found = clients_.find(decision.listener);
+  if (found != clients_.end() && found->second.backlog != 0 &&
+      found->second.pending >= found->second.backlog) {
+    // The listener may have acknowledged connections that are still unread
+    // on its control connection (an accept that returned before this
+    // connect was made): take them in before judging the backlog full.
+    drain_acks(decision.listener);
+    found = clients_.find(decision.listener);
+  }
+  if (found == clients_.end())  // closing a listener unbinds it
+    return refused(failure(errc::connection_refused, "the listener went away"));
+  client& listener = found->second;
+  if (listener.backlog == 0)
+    return refused(failure(errc::connection_refused,
+                           fmt::format("the socket bound to {} in \"{}\" is not listening",
+                                       listener.bound.to_string(), decision.target_name)));
+  if (listener.pending >= listener.backlog)
+    return refused(
+        failure(errc::backlog_full,
+                fmt::format("the listener {} in \"{}\" has {} connections waiting "
+                            "(its backlog)",
+                            listener.bound.to_string(), decision.target_name, listener.pending)));
+
+  auto listener_end = open_stream();
+  if (!listener_end) return refused(listener_end.error());
+
+  const partition* dest = partitions_.find(decision.target);
+  auto incoming = wire::make<wire::incoming>(wire::message_type::incoming);
+  incoming.local = wire::to_raw(decision.listener_local);
+  incoming.peer = wire::to_raw(endpoint{decision.acceptor_peer, connector_local.service});
+  // As Linux's vsock reports them: within one partition both sides have the
+  // CID the connector used (1 for loopback, else its own).
+  if (dest != nullptr && dest->id == source.id) {
+    const std::uint32_t used = target.vm == vm_id_loopback ? 1 : source.cid;
+    incoming.local_cid = incoming.peer_cid = used;
+  } else {
+    incoming.local_cid = dest != nullptr ? dest->cid : 0;
+    incoming.peer_cid = source.cid;
+  }
+  auto queued = detail::send_message(listener.fd.get(), wire::as_bytes(incoming),
+                                     listener_end->get(), MSG_DONTWAIT);
+  if (!queued) {
+    if (queued.error().code() == errc::would_block)
+      return refused(failure(errc::backlog_full,
+                             fmt::format("the listener {} in \"{}\" is not taking connections "
+                                         "(its socket buffer is full)",
+                                         listener.bound.to_string(), decision.target_name)));
+    log_(fmt::format("{}: listener {} closed ({})", decision.target_name,
+                     listener.bound.to_string(), queued.error().message()));
+    const std::string target_name = decision.target_name;
+    close_client(listener.id);
+    return refused(failure(errc::connection_refused,
+                           fmt::format("the listener in \"{}\" went away", target_name)));
+  }
+  ++listener.pending;
+  counters_.record_accepted(target.service, inode_of(listener_end->get()), 0);
+  if (options_.log_connections)
+    log_(fmt::format("{}: connect {}: to \"{}\" (listener {})", source.name, target.to_string(),
+                     decision.target_name, decision.listener_local.to_string()));
+  return {};
+}
+
+void control_server::reply_connected(client& c, const partition& source, const endpoint& target,
+                                     const endpoint& connector_local,
+                                     const route_decision& decision, int connector_end) {
+  const partition* dest = partitions_.find(decision.target);
+  const auto reply =
+      wire::make_reply(connector_local, endpoint{decision.connector_peer, target.service},
+                       source.cid, dest != nullptr ? dest->cid : 0);
+  if (auto sent =
+          detail::send_message(c.fd.get(), wire::as_bytes(reply), connector_end, MSG_DONTWAIT);
+      !sent) {
+    // The listener already has its end; it will read EOF when ours closes.
+    log_(fmt::format("{}: connect {}: the connector went away before the reply ({})", c.partition,
+                     target.to_string(), sent.error().message()));
+  }
+  close_client(c.id);
+}
+
+std::uint32_t control_server::next_ephemeral_port(const client& c) {
+  auto sock = sockets_.find(c.partition);
+  if (sock == sockets_.end()) return first_ephemeral_port;  // cannot happen
+  std::uint32_t& next = sock->second.next_port;
+  const std::uint32_t port = next;
+  next = next == 0xffffffffu ? first_ephemeral_port : next + 1;
+  return port;
+}
+
+result<socket_broker*> control_server::socket_broker_for_clients() {
+  if (!socket_broker_) {
+    auto opened = socket_broker::open(options_.runtime_dir + "/broker.sock");
+    if (!opened) return opened.error();
+    socket_broker_.emplace(std::move(*opened));
+  }
+  return &*socket_broker_;
+}
+
+result<unique_fd> control_server::make_stream_pair(unique_fd& other_end) {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
+    return make_system_error(errno, "the switch could not create a stream");
+  other_end.reset(ends[1]);
+  return unique_fd(ends[0]);
+}
+
+ino_t control_server::inode_of(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+}  // namespace hvsock::daemon

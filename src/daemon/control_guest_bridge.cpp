@@ -1,0 +1,120 @@
+// control_server's bridge to QEMU guests: a QEMU partition has no control
+// socket but a vhost-user-vsock device (qemu_guest). Connects from the guest
+// kernel (to CID 2, its parent) are routed and handed to a listener like any
+// other; connects into the guest wait for the guest kernel's answer before
+// the connector gets its reply. Also: vsock CIDs named by connect_socket
+// requests.
+#include <fmt/format.h>
+
+#include <utility>
+
+#include "daemon/control_server.hpp"
+#include "protocol/runtime_paths.hpp"
+
+namespace hvsock::daemon {
+namespace wire = detail::wire;
+
+std::string control_server::vhost_user_socket_path(std::string_view partition_name) const {
+  return detail::vhost_user_socket_path(options_.runtime_dir, partition_name);
+}
+
+bool control_server::guest_attached(std::string_view partition_name) const {
+  auto it = guests_.find(partition_name);
+  return it != guests_.end() && it->second->attached();
+}
+
+result<void> control_server::open_guest(const partition& p) {
+  if (guests_.contains(p.name)) return {};
+  const std::string name = p.name;
+  auto guest = qemu_guest::open(
+      loop_, name, p.cid, vhost_user_socket_path(name), options_.sockets,
+      [this, name](std::uint32_t dst_port, std::uint32_t src_port) -> result<unique_fd> {
+        // The guest's kernel addressed CID 2, its parent; its own port is
+        // the connector's service.
+        const partition* source = partitions_.find(name);
+        if (source == nullptr) return failure(errc::unknown_partition, name);
+        const endpoint target{vm_id_parent, service_id_from_port(dst_port)};
+        auto decision = route(*source, target);
+        if (!decision) return decision.error();
+        unique_fd device_end;
+        auto queued = hand_to_listener(*source, target, *decision,
+                                       endpoint{source->id, service_id_from_port(src_port)},
+                                       [&]() { return make_stream_pair(device_end); });
+        if (!queued) return queued.error();
+        return device_end;
+      },
+      log_);
+  if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
+  guests_.emplace(name, std::move(*guest));
+  return {};
+}
+
+void control_server::connect_into_guest(client& c, const partition& source, const endpoint& target,
+                                        const route_decision& decision, unique_fd device_end,
+                                        unique_fd connector_end) {
+  auto guest = guests_.find(decision.target_name);
+  if (guest == guests_.end()) {  // cannot happen: QEMU partitions always have one
+    const failure why(errc::connection_refused,
+                      fmt::format("VM \"{}\" has no vsock device", decision.target_name));
+    count_refusal(source.name, target, why);
+    return refuse(c, why);
+  }
+  const std::array<ino_t, 2> inodes{inode_of(device_end.get()),
+                                    connector_end ? inode_of(connector_end.get()) : 0};
+  c.waiting_for_guest = true;
+  c.reply_fd = std::move(connector_end);
+  if (options_.log_connections)
+    log_(fmt::format("{}: connect {}: asking VM \"{}\" (guest port {})", source.name,
+                     target.to_string(), decision.target_name, *decision.guest_port));
+  // The answer may come at once (no QEMU attached, too many connections);
+  // `c` must not be used after this call.
+  guest->second->connect(
+      *decision.guest_port, std::move(device_end),
+      [this, id = c.id, source_name = source.name, target, decision,
+       inodes](result<std::uint32_t> host_port) {
+        if (!host_port)  // the device's message names the port, not the VM
+          host_port = failure(
+              host_port.error().code(),
+              fmt::format("VM \"{}\": {}", decision.target_name, host_port.error().message()));
+        on_guest_answer(id, source_name, target, decision, std::move(host_port), inodes);
+      });
+}
+
+void control_server::on_guest_answer(std::uint64_t client_id, const std::string& source_name,
+                                     const endpoint& target, const route_decision& decision,
+                                     result<std::uint32_t> host_port, std::array<ino_t, 2> inodes) {
+  auto it = clients_.find(client_id);
+  if (!host_port) {
+    count_refusal(source_name, target, host_port.error());
+    if (it != clients_.end()) refuse(it->second, host_port.error());
+    return;
+  }
+  // A connector that gave up waiting closed its end; the guest reads EOF.
+  if (it == clients_.end()) return;
+  client& c = it->second;
+  const partition* source = partitions_.find(source_name);
+  if (source == nullptr) {
+    close_client(client_id);
+    return;
+  }
+  counters_.record_accepted(target.service, inodes[0], inodes[1]);
+  const unique_fd reply_fd = std::move(c.reply_fd);
+  reply_connected(c, *source, target, endpoint{source->id, service_id_from_port(*host_port)},
+                  decision, reply_fd ? reply_fd.get() : -1);
+}
+
+result<vm_id> control_server::vm_for_cid(const partition& source, std::uint32_t cid) const {
+  constexpr std::uint32_t cid_local = 1, cid_any = 0xffffffffu;
+  // A partition's own CID names it by VmId, so that hand_to_listener can
+  // tell it from CID 1 and report the CID the connector used.
+  if (cid == cid_local) return vm_id_loopback;
+  if (cid == source.cid) return source.id;
+  if (cid == cid_any)
+    return failure(errc::invalid_argument, "CID -1 (any) is for binding; connect needs a CID");
+  const partition* p = partitions_.find_by_cid(cid);
+  if (p == nullptr)
+    return failure(errc::unknown_partition, fmt::format("no partition has CID {}", cid));
+  return p->id;
+}
+
+}  // namespace hvsock::daemon
