@@ -137,4 +137,44 @@ hv run --vm web --no-isolate -- "$cli" status >/dev/null 2>"$work/noiso.err" ||
 ok "nested run refused; --no-isolate warns once"
 
 kill -0 "$daemon_pid" || fail "hvsockd died"
+
+# 6. The same attempts by an unprivileged user (nobody), whose sandbox is an
+# unprivileged user namespace: with its own hvsockd, where the kernel allows
+# unprivileged user namespaces (else hvsock run must say so in one line).
+if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+  mine=$work/nobody
+  mkdir -p "$mine/bin"
+  cp "$hvsockd" "$cli" "$here/escape_attempts.py" "$mine/bin/"
+  chmod 711 "$work"
+  chown -R nobody: "$mine"
+  as_nobody() {
+    setpriv --reuid="$(id -u nobody)" --regid="$(id -g nobody)" --clear-groups \
+      env HOME="$mine" HVSOCK_RUNTIME_DIR="$mine/run" HVSOCK_STATE_DIR="$mine/state" "$@"
+  }
+  # Not through the function: $! must be hvsockd itself, for the cleanup.
+  setpriv --reuid="$(id -u nobody)" --regid="$(id -g nobody)" --clear-groups \
+    "$mine/bin/$(basename "$hvsockd")" --state-dir "$mine/state" --runtime-dir "$mine/run" \
+    2>"$work/hvsockd-nobody.log" &
+  nobody_daemon=$!
+  background_pids+=("$nobody_daemon")
+  ncli="$mine/bin/$(basename "$cli")"
+  for _ in $(seq 100); do as_nobody "$ncli" status >/dev/null 2>&1 && break; sleep 0.1; done
+  as_nobody "$ncli" vm create web >/dev/null
+  as_nobody "$ncli" vm create db >/dev/null
+  status=0
+  (cd "$mine/run" && as_nobody timeout 60 "$ncli" run --vm web --no-preload -- \
+    python3 "$mine/bin/escape_attempts.py" "$mine/run" "$mine/state" web "$nobody_daemon" db) \
+    >"$work/attempts-nobody.out" 2>&1 || status=$?
+  if ((status == 125)); then
+    grep -q 'user namespaces' "$work/attempts-nobody.out" ||
+      fail "unclear refusal for nobody: $(cat "$work/attempts-nobody.out")"
+    ok "no unprivileged user namespaces here; hvsock run says so: $(cat "$work/attempts-nobody.out")"
+  else
+    cat "$work/attempts-nobody.out"
+    ((status == 0)) || fail "as nobody, an escape attempt got through (status $status)"
+    n=$(grep -c '^refused: ' "$work/attempts-nobody.out")
+    ((n >= 20)) || fail "as nobody only $n attempts were made"
+    ok "as nobody: $n escape attempts refused"
+  fi
+fi
 echo "all isolation checks passed"

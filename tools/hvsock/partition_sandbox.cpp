@@ -368,6 +368,9 @@ void reenter_working_directory() {
   const pid_t child = ::fork();
   if (child < 0) die(options.partition, "fork", errno);
   if (child == 0) {
+    // Only init stays undumpable: init (not root when run by a user) writes
+    // this process's id maps through its /proc entries.
+    ::prctl(PR_SET_DUMPABLE, 1);
     ::close(status_write);
     ::close(unshared[0]);
     ::close(mapped[1]);
