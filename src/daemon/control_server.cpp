@@ -6,12 +6,14 @@
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <utility>
 #include <vector>
 
+#include "daemon/private_directory.hpp"
 #include "protocol/runtime_paths.hpp"
 
 namespace hvsock::daemon {
@@ -65,6 +67,14 @@ result<void> control_server::open_partition(const partition& p) {
   if (p.qemu) return open_guest(p);
   if (sockets_.contains(p.name)) return {};
   const std::string name = p.name;
+  // The socket's own directory stays when the daemon stops: an isolated
+  // partition holds it bind-mounted, and sees the next daemon's socket.
+  const std::string dir = detail::partition_dir(options_.runtime_dir, name);
+  const bool shared = (options_.sockets.mode & 077) != 0 || options_.sockets.owner_uid ||
+                      options_.sockets.owner_gid;
+  if (auto made = make_directory(dir, shared ? 0755 : 0700); !made)
+    return made.error().with_context(fmt::format("control socket of \"{}\"", name));
+  if (auto mine = check_private_directory(dir, "partition directory"); !mine) return mine.error();
   auto listener = socket_listener::open(
       loop_, gate_, socket_path(name), SOCK_SEQPACKET, options_.sockets, name, log_,
       [this, name](unique_fd fd) { return add_client(name, std::move(fd)); });
@@ -77,6 +87,13 @@ result<void> control_server::open_partition(const partition& p) {
 }
 
 void control_server::close_partition(std::string_view name) {
+  const bool had_socket = sockets_.contains(name);
+  close_socket(name);
+  // Gone for good: its directory goes too (empty once the socket is removed).
+  if (had_socket) ::rmdir(detail::partition_dir(options_.runtime_dir, name).c_str());
+}
+
+void control_server::close_socket(std::string_view name) {
   if (auto g = guests_.find(name); g != guests_.end()) guests_.erase(g);
   auto it = sockets_.find(name);
   if (it == sockets_.end()) return;
@@ -87,7 +104,8 @@ void control_server::close_partition(std::string_view name) {
 
 void control_server::close_all() {
   guests_.clear();
-  while (!sockets_.empty()) close_partition(sockets_.begin()->first);
+  // The partitions' directories stay (runtime_paths.hpp).
+  while (!sockets_.empty()) close_socket(sockets_.begin()->first);
 }
 
 result<void> control_server::add_client(const std::string& partition, unique_fd fd) {

@@ -2,7 +2,7 @@
 // switch to connect and to listen (protocol: src/protocol/control_wire.hpp).
 //
 // Each partition has one AF_UNIX SOCK_SEQPACKET socket file at
-// <runtime>/partitions/<name>.sock; having connected through it is what
+// <runtime>/partitions/<name>/control.sock; having connected through it is what
 // makes a client a member of that partition, so the file's mode and owner
 // decide who may act as which partition. Each control connection does one
 // job:
@@ -93,8 +93,11 @@ class control_server {
   // Creates and starts serving `p`'s control socket.
   result<void> open_partition(const partition& p);
   // Closes the partition's clients (unbinding its listeners) and its socket,
-  // and removes the socket file. Unknown names are ignored.
+  // and removes the socket file and its directory (the partition is
+  // deleted). Unknown names are ignored.
   void close_partition(std::string_view name);
+  // Closes every partition's socket, keeping their directories (the daemon
+  // stops; isolated partitions keep theirs bind-mounted).
   void close_all();
 
   std::string socket_path(std::string_view partition_name) const;
@@ -183,6 +186,8 @@ class control_server {
 
   // --- QEMU guests (control_guest_bridge.cpp) ---
   result<void> open_guest(const partition& p);
+  // close_partition without removing the directory.
+  void close_socket(std::string_view name);
   // Starts the connect into a QEMU guest; on_guest_answer finishes it.
   void connect_into_guest(client& c, const partition& source, const endpoint& target,
                           const route_decision& decision, unique_fd device_end,

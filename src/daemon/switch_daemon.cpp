@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "daemon/private_directory.hpp"
 #include "protocol/runtime_paths.hpp"
 #include "sys/socket_ops.hpp"
 
@@ -24,53 +25,6 @@
 
 namespace hvsock::daemon {
 namespace {
-
-// mkdir -p; the last component gets `mode` when this call creates it (an
-// existing directory keeps the mode its owner chose).
-result<void> make_directory(const std::string& path, mode_t mode) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path dir(path);
-  if (dir.has_parent_path() && !dir.parent_path().empty()) {
-    fs::create_directories(dir.parent_path(), ec);
-    if (ec)
-      return failure(ec, "create directory " + dir.parent_path().string() + ": " + ec.message());
-  }
-  if (::mkdir(path.c_str(), mode) == 0) {
-    if (::chmod(path.c_str(), mode) < 0) return make_system_error(errno, "chmod " + path);
-    return {};
-  }
-  if (errno != EEXIST) return make_system_error(errno, "create directory " + path);
-  struct stat st {};
-  if (::stat(path.c_str(), &st) < 0) return make_system_error(errno, "stat " + path);
-  if (!S_ISDIR(st.st_mode)) return failure(errc::invalid_argument, path + " is not a directory");
-  return {};
-}
-
-// hvsockd's directories must be its own and not writable by group or
-// others: whoever can write them can replace its sockets or its registry
-// (a pre-created world-writable /run/hvsock, say).
-result<void> check_private_directory(const std::string& path, const char* what) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) < 0) return make_system_error(errno, "stat " + path);
-  const std::string refuse = std::string("refusing to use ") + what + " " + path + ": ";
-  if (S_ISLNK(st.st_mode))
-    return failure(errc::permission_denied, refuse + "it is a symbolic link; give the real path");
-  if (!S_ISDIR(st.st_mode)) return failure(errc::invalid_argument, refuse + "not a directory");
-  if (st.st_uid != ::geteuid())
-    return failure(errc::permission_denied, refuse + "it belongs to uid " +
-                                                std::to_string(st.st_uid) + ", not to uid " +
-                                                std::to_string(::geteuid()) + " (hvsockd's)");
-  if ((st.st_mode & 022) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return failure(errc::permission_denied, refuse + "it is writable by " +
-                                                ((st.st_mode & 002) != 0 ? "others" : "its group") +
-                                                " (mode " + mode + "); run chmod go-w " + path +
-                                                ", or remove it and let hvsockd create it");
-  }
-  return {};
-}
 
 result<unique_fd> lock_state_dir(const std::string& state_dir) {
   const std::string path = state_dir + "/lock";
@@ -102,7 +56,10 @@ void remove_stale_sockets(const std::string& runtime_dir) {
   std::error_code ec;
   for (const auto& entry :
        std::filesystem::directory_iterator(detail::partitions_dir(runtime_dir), ec)) {
-    if (entry.path().extension() == ".sock") remove_if_socket(entry.path().string());
+    if (entry.is_directory(ec))
+      remove_if_socket((entry.path() / "control.sock").string());
+    else if (entry.path().extension() == ".sock")  // the layout before per-partition dirs
+      remove_if_socket(entry.path().string());
   }
 }
 

@@ -36,8 +36,12 @@ std::string management_socket_path(const std::string& runtime_dir) {
 
 std::string partitions_dir(const std::string& runtime_dir) { return runtime_dir + "/partitions"; }
 
+std::string partition_dir(const std::string& runtime_dir, std::string_view partition) {
+  return partitions_dir(runtime_dir) + "/" + std::string(partition);
+}
+
 std::string partition_socket_path(const std::string& runtime_dir, std::string_view partition) {
-  return partitions_dir(runtime_dir) + "/" + std::string(partition) + ".sock";
+  return partition_dir(runtime_dir, partition) + "/control.sock";
 }
 
 std::string vhost_user_socket_path(const std::string& runtime_dir, std::string_view partition) {

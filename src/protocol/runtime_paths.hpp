@@ -6,12 +6,17 @@
 //   state dir    HVSOCK_STATE_DIR, else /var/lib/hvsock for root, else
 //                $XDG_STATE_HOME/hvsock, else ~/.local/state/hvsock
 //   <runtime>/hvsockd.sock              management socket (CLI)
-//   <runtime>/partitions/<name>.sock    a partition's control socket
+//   <runtime>/partitions/<name>/control.sock
+//                                       a partition's control socket, in a
+//                                       directory of its own that outlives
+//                                       the daemon (an isolated partition
+//                                       has that directory bind-mounted, so
+//                                       a restarted daemon's socket shows)
 //   <runtime>/vhost-user/<name>.sock    a QEMU partition's vhost-user socket
 //
 // Inside an isolated partition (`hvsock run --vm NAME`) the runtime dir is a
-// read-only stand-in holding only partitions/<NAME>.sock (the real socket,
-// bind-mounted) and the marker file `isolated-partition` with NAME in it.
+// read-only stand-in holding only partitions/<NAME>/ (the real directory,
+// bind-mounted read-only) and the marker file `isolated-partition` with NAME in it.
 //
 // A process's partition: HVSOCK_CONTROL_SOCKET (set by `hvsock run`), else
 // the host partition's control socket.
@@ -33,6 +38,7 @@ std::string default_runtime_dir();
 std::string default_state_dir();
 std::string management_socket_path(const std::string& runtime_dir);
 std::string partitions_dir(const std::string& runtime_dir);
+std::string partition_dir(const std::string& runtime_dir, std::string_view partition);
 std::string partition_socket_path(const std::string& runtime_dir, std::string_view partition);
 // A QEMU partition's vhost-user-vsock socket: <runtime>/vhost-user/<name>.sock
 std::string vhost_user_socket_path(const std::string& runtime_dir, std::string_view partition);

@@ -62,9 +62,9 @@ def mount(source, target, fstype, flags):
 # The sockets of the switch that are not this partition's.
 try_connect("the management socket", f"{runtime_dir}/hvsockd.sock", socket.SOCK_STREAM)
 try_connect("the socket broker", f"{runtime_dir}/broker.sock", socket.SOCK_STREAM)
-try_connect("the host's control socket", f"{runtime_dir}/partitions/host.sock")
+try_connect("the host's control socket", f"{runtime_dir}/partitions/host/control.sock")
 for other in other_partitions:
-    try_connect(f"partition {other}'s control socket", f"{runtime_dir}/partitions/{other}.sock")
+    try_connect(f"partition {other}'s control socket", f"{runtime_dir}/partitions/{other}/control.sock")
 try_connect("a vhost-user socket", f"{runtime_dir}/vhost-user/{other_partitions[0]}.sock",
             socket.SOCK_STREAM)
 # Relative to a working directory inside the runtime dir (escape_test.sh
@@ -95,8 +95,21 @@ except OSError as e:
 syscall_refused("umount the runtime dir", libc.umount2(runtime_dir.encode(), 0))
 syscall_refused("umount -l the runtime dir", libc.umount2(runtime_dir.encode(), MNT_DETACH))
 syscall_refused("umount the state dir", libc.umount2(state_dir.encode(), MNT_DETACH))
-syscall_refused("umount the control socket's bind mount",
-                libc.umount2(f"{runtime_dir}/partitions/{own_name}.sock".encode(), MNT_DETACH))
+own_dir = f"{runtime_dir}/partitions/{own_name}"
+syscall_refused("umount the partition directory's bind mount",
+                libc.umount2(own_dir.encode(), MNT_DETACH))
+try:
+    os.unlink(f"{own_dir}/control.sock")
+    record("replace its own control socket", False, "unlinked it")
+except OSError as e:
+    record("replace its own control socket", True, f"{errno.errorcode.get(e.errno)} ({e.strerror})")
+try:
+    with open(f"{own_dir}/planted", "w") as f:
+        f.write("x")
+    record("plant a file in the host's runtime dir", False, "written")
+except OSError as e:
+    record("plant a file in the host's runtime dir", True,
+           f"{errno.errorcode.get(e.errno)} ({e.strerror})")
 syscall_refused("remount the runtime dir writable",
                 mount(None, runtime_dir, None, MS_REMOUNT | MS_BIND))
 peek = f"/tmp/hvsock-escape-peek-{os.getpid()}"

@@ -71,8 +71,8 @@ hv vm list --json | grep -q evil && fail "a partition was created from inside we
 ok "management from inside a partition: refused with one clear line each"
 
 # ...nor listen as the host, whatever its environment says.
-if HVSOCK_CONTROL_SOCKET="$work/run/partitions/host.sock" in_web \
-  env HVSOCK_CONTROL_SOCKET="$work/run/partitions/host.sock" "$cli" listen echo \
+if HVSOCK_CONTROL_SOCKET="$work/run/partitions/host/control.sock" in_web \
+  env HVSOCK_CONTROL_SOCKET="$work/run/partitions/host/control.sock" "$cli" listen echo \
   </dev/null >/dev/null 2>"$work/listen.err"; then
   fail "web listened as the host"
 fi
@@ -126,6 +126,27 @@ set -e
 [[ $status == 3 ]] || fail "SIGTERM to hvsock run did not reach the command (status $status)"
 grep -q 'got TERM' "$work/trap.out" || fail "the command did not see SIGTERM"
 ok "exit status, signal deaths and SIGTERM pass through"
+
+# 4b. hvsockd restarts (kill -9) under a running isolated partition: the
+# partition's directory is bind-mounted, so the new daemon's socket shows and
+# the partition's next connect works.
+"$cli" --runtime-dir "$work/run" run --vm web -- sh -c \
+  'echo waiting; while [ ! -e "$0/go" ]; do sleep 0.05; done; echo "after restart" | "$1" connect parent echo' \
+  "$work" "$cli" >"$work/restart.out" 2>&1 &
+survivor=$!
+background_pids+=("$survivor")
+wait_for_line "$work/restart.out" '^waiting' 10 || fail "the partition's command did not start"
+kill -9 "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+start_daemon
+"$cli" --runtime-dir "$work/run" listen echo </dev/null >"$work/restart-listen.out" \
+  2>"$work/restart-listen.log" &
+background_pids+=("$!")
+wait_for_line "$work/restart-listen.log" '^listening on' 10 || fail "no listener after the restart"
+touch "$work/go"
+wait "$survivor" || fail "web could not connect after hvsockd restarted: $(cat "$work/restart.out")"
+wait_for_line "$work/restart-listen.out" '^after restart$' 10 || fail "nothing arrived after the restart"
+ok "hvsockd killed and restarted under a running isolated partition: its next connect works"
 
 # 5. hvsock run from inside is refused; --no-isolate warns.
 if in_web "$cli" run --vm db true 2>"$work/nested.err"; then fail "a nested run worked"; fi

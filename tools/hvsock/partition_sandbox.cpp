@@ -197,7 +197,7 @@ void make_directories(const std::string& path) {
 }
 
 // Runs in outer, after unshare: covers the state and runtime directories.
-void cover_directories(const sandbox_options& options, int control_socket) {
+void cover_directories(const sandbox_options& options, int partition_dir) {
   const std::string runtime = absolute(options.runtime_dir);
   const std::string state = options.state_dir.empty() ? "" : absolute(options.state_dir);
   const bool cover_state = !state.empty() && is_directory(state) && !is_within(state, runtime);
@@ -209,15 +209,15 @@ void cover_directories(const sandbox_options& options, int control_socket) {
   cover_with_tmpfs(runtime, "64k");
   const std::string partitions = detail::partitions_dir(runtime);
   check(::mkdir(partitions.c_str(), 0755) == 0, "mkdir " + partitions);
-  const std::string socket_path = detail::partition_socket_path(runtime, options.partition);
-  {
-    unique_fd placeholder(
-        ::open(socket_path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
-    check(placeholder.valid(), "create " + socket_path);
-  }
-  const std::string source = "/proc/self/fd/" + std::to_string(control_socket);
-  check(::mount(source.c_str(), socket_path.c_str(), nullptr, MS_BIND, nullptr) == 0,
-        "bind the control socket to " + socket_path);
+  // The partition's directory, not just its socket: a restarted hvsockd
+  // makes a new socket there, which the bind shows. Read-only, so nothing
+  // can be planted in the host's runtime dir through it.
+  const std::string dir = detail::partition_dir(runtime, options.partition);
+  check(::mkdir(dir.c_str(), 0700) == 0, "mkdir " + dir);
+  const std::string source = "/proc/self/fd/" + std::to_string(partition_dir);
+  check(::mount(source.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) == 0,
+        "bind the partition's directory to " + dir);
+  remount_read_only(dir);
   const std::string marker = detail::isolation_marker_path(runtime);
   {
     unique_fd fd(::open(marker.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644));
@@ -240,8 +240,10 @@ void set_up_proc_and_sys() {
   for (const auto& m : before) {
     if (m.type != "proc" || is_within(m.point, "/proc")) continue;
     if (::umount2(m.point.c_str(), MNT_DETACH) == 0) continue;
-    check(::mount("/proc", m.point.c_str(), nullptr, MS_BIND, nullptr) == 0,
-          "cover the procfs at " + m.point);
+    if (::mount("/proc", m.point.c_str(), nullptr, MS_BIND, nullptr) == 0) continue;
+    // EACCES: a path this user cannot search, and so neither can the
+    // command, which runs as the same user.
+    check(errno == EACCES, "cover the procfs at " + m.point);
   }
   // The kernel's own switches stay the host's: read-only or hidden, as
   // container runtimes do.
@@ -451,9 +453,10 @@ void run_isolated(const sandbox_options& options, const std::vector<std::string>
           "make the mounts private");
     // Opened in this mount namespace (a bind needs that) before the runtime
     // dir is covered; bind-mounted into the cover.
-    unique_fd control_socket(::open(socket_path.c_str(), O_PATH | O_CLOEXEC));
-    check(control_socket.valid(), "open " + socket_path);
-    cover_directories(options, control_socket.get());
+    const std::string dir = detail::partition_dir(options.runtime_dir, options.partition);
+    unique_fd partition_dir(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    check(partition_dir.valid(), "open " + dir);
+    cover_directories(options, partition_dir.get());
     check(::sethostname(options.partition.data(), options.partition.size()) == 0, "sethostname");
   } catch (const setup_error& e) {
     fail(where + e.what + (e.err != 0 ? ": " + errno_text(e.err) : ""), exit_sandbox_failed);

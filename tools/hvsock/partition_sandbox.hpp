@@ -8,10 +8,10 @@
 // their covers from inside, also by a process that is root there.
 //
 //   - hvsockd's runtime directory is covered by a read-only tmpfs holding
-//     only partitions/NAME.sock (the partition's real control socket,
-//     bind-mounted) and the marker `isolated-partition`; the management
-//     socket, the socket broker, the vhost-user sockets and every other
-//     partition's control socket are not there.
+//     only partitions/NAME/ (the directory of the partition's control socket,
+//     bind-mounted read-only, so a restarted hvsockd's socket shows) and the marker
+//     `isolated-partition`; the management socket, the socket broker, the vhost-user sockets and
+//     every other partition's control socket are not there.
 //   - hvsockd's state directory (the registry) is covered by an empty
 //     read-only tmpfs.
 //   - /proc is a new procfs of the partition's PID namespace (every other
