@@ -10,30 +10,18 @@ import struct
 import subprocess
 import sys
 
-
-def frame(kind, payload=b""):
-    return struct.pack("<IB", len(payload) + 1, kind) + payload
+from agent_frames import HELLO, frame, parse, string
 
 
-def string(s):
-    return struct.pack("<I", len(s)) + s
 
 
-HELLO = frame(1, struct.pack("<H", 1) + b"hvsock-agent")
 
 
 def exchange(cli, runtime, data):
     """Sends `data`, half-closes, returns the frame types the agent sent."""
     out = subprocess.run([cli, "--runtime-dir", runtime, "connect", "web", "18518"],
                          input=data, capture_output=True, timeout=30).stdout
-    types, texts = [], []
-    while len(out) >= 5:
-        length, kind = struct.unpack("<IB", out[:5])
-        types.append(kind)
-        if kind == 10:
-            texts.append(out[5:4 + length].decode(errors="replace"))
-        out = out[4 + length:]
-    return types, texts
+    return parse(out)
 
 
 def expect_refusal(what, result, wanted):

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from agent_frames import HELLO, frame, parse, string
+
 AGENT_PORT = "18518"
 
 
@@ -45,15 +47,8 @@ def digest(data):
     return struct.pack(">QQ", h.high64, h.low64)
 
 
-def frame(kind, payload=b""):
-    return struct.pack("<IB", len(payload) + 1, kind) + payload
 
 
-def string(s):
-    return struct.pack("<I", len(s)) + s
-
-
-HELLO = frame(1, struct.pack("<H", 1) + b"hvsock-agent")
 END = frame(16)
 
 
@@ -68,18 +63,6 @@ def directory(path, mode):
 def file(path, mode, data):
     return (frame(13, b"\x01" + string(path.encode()) + struct.pack("<IQ", mode, len(data))) +
             (frame(14, data) if data else b"") + frame(15, digest(data)))
-
-
-def parse(out):
-    """(frame types, ERROR texts) in bytes the agent sent."""
-    types, texts = [], []
-    while len(out) >= 5:
-        length, kind = struct.unpack("<IB", out[:5])
-        types.append(kind)
-        if kind == 10:
-            texts.append(out[5:4 + length].decode(errors="replace"))
-        out = out[4 + length:]
-    return types, texts
 
 
 class Harness:
