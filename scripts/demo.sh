@@ -81,7 +81,7 @@ bash scripts/install-deps.sh
 section "Building (cmake preset: release)"
 cmake --preset release
 cmake --build --preset release -j "${HVSOCK_JOBS:-$(nproc)}" \
-  --target hvsockd hvsock_cli hvsock_preload hv_socket_demo_host hv_socket_demo_guest
+  --target hvsockd hvsock_cli hvsock_cli_static hvsock_preload hv_socket_demo_host hv_socket_demo_guest
 
 hvsockd_bin="$repo_root/$build_dir/hvsockd"
 hvsock_bin="$repo_root/$build_dir/hvsock"

@@ -1,6 +1,8 @@
 // hvsock: the management and everyday CLI for hvsockd.
+#include <chrono>
 #include <csignal>
 #include <iostream>
+#include <thread>
 
 #include "cli_common.hpp"
 
@@ -21,8 +23,23 @@ int main(int argc, char** argv) {
                  "for root, else $XDG_RUNTIME_DIR/hvsock)")
       ->envname("HVSOCK_RUNTIME_DIR");
 
-  app.add_subcommand("status", "Exit 0 when hvsockd answers; print what it reports")->callback([&] {
-    auto client = open_management(options);
+  auto* status = app.add_subcommand("status", "Exit 0 when hvsockd answers; print what it reports");
+  double wait_seconds = 0;
+  status
+      ->add_option("--wait", wait_seconds,
+                   "wait up to this many seconds for hvsockd to answer (one just started)")
+      ->check(CLI::Range(0.0, 600.0));
+  status->callback([&] {
+    // A daemon started a moment ago may not serve yet: try again until it
+    // does or the wait is over (every 50 ms: no busy loop).
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(static_cast<long>(wait_seconds * 1000));
+    auto opened = hvsock::detail::management_client::open(runtime_dir(options));
+    while (!opened && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      opened = hvsock::detail::management_client::open(runtime_dir(options));
+    }
+    auto client = must(std::move(opened));
     const auto s = must(client.call("status"));
     std::cout << "hvsockd " << s.value("version", "?") << " is running (pid " << s.value("pid", 0)
               << "): " << s.value("partitions", 0) << " partitions, " << s.value("services", 0)

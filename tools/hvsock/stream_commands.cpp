@@ -1,6 +1,9 @@
 // hvsock listen / hvsock connect: a netcat for hvsock. Both copy stdin to the
 // socket and the socket to stdout, half-close the socket when stdin ends, and
-// exit 0 once both directions are done.
+// exit 0 once both directions are done. With -r/--recv-only (as ncat's) they
+// never read stdin and half-close at once; so does a command started in the
+// background of an interactive shell whose stdin is the terminal, which
+// would otherwise be stopped by the terminal (SIGTTIN) and never half-close.
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,14 +23,15 @@ namespace {
 // stall the other: a peer that writes a lot before it reads (as `cat` in a
 // pipe does) must not deadlock against our own pending writes. Returns the
 // exit code.
-int copy_both_ways(stream& s) {
+int copy_both_ways(stream& s, bool read_stdin) {
   must(s.set_non_blocking(true));
   std::array<char, 65536> in_buffer;   // socket -> stdout
   std::array<char, 65536> out_buffer;  // stdin -> socket
   std::size_t out_begin = 0, out_end = 0;
-  bool stdin_open = true;
+  bool stdin_open = read_stdin;
   bool socket_open = true;
   const int sock = s.native_handle();
+  if (!stdin_open) (void)s.shutdown(shutdown_how::write);  // nothing will be sent
   for (;;) {
     const bool pending = out_begin < out_end;
     if (!stdin_open && !pending && !socket_open) return 0;
@@ -68,11 +72,21 @@ int copy_both_ways(stream& s) {
   }
 }
 
+// Whether to copy stdin: not with --recv-only, and not from a terminal whose
+// foreground is another process group (a job in the background).
+bool reads_stdin(bool recv_only) {
+  if (recv_only) return false;
+  if (!::isatty(STDIN_FILENO)) return true;
+  const pid_t foreground = ::tcgetpgrp(STDIN_FILENO);
+  return foreground < 0 || foreground == ::getpgrp();
+}
+
 struct stream_args {
   std::string from = "any";
   std::string service;
   std::string target;
   int backlog = 1;
+  bool recv_only = false;
   int timeout_ms = static_cast<int>(default_connect_timeout.count());
 };
 
@@ -91,6 +105,9 @@ void add_stream_commands(CLI::App& app, global_options& options) {
   listen_cmd
       ->add_option("SERVICE", args->service, "service GUID, vsock port number or registered name")
       ->required();
+  listen_cmd->add_flag("-r,--recv-only", args->recv_only,
+                       "only receive: never read stdin, half-close at once (also the default for "
+                       "a background job whose stdin is the terminal)");
   listen_cmd->callback([args, &options] {
     const endpoint local{resolve_vm(args->from, options), resolve_service(args->service, options)};
     auto l = must(listener::listen(
@@ -99,7 +116,7 @@ void add_stream_commands(CLI::App& app, global_options& options) {
     auto s = must(l.accept());
     l.close();
     std::cerr << "connection from " << s.peer_endpoint().to_string() << std::endl;
-    const int code = copy_both_ways(s);
+    const int code = copy_both_ways(s, reads_stdin(args->recv_only));
     if (code != 0) fail("", code);
   });
 
@@ -112,12 +129,15 @@ void add_stream_commands(CLI::App& app, global_options& options) {
       ->required();
   connect_cmd->add_option("--timeout", args->timeout_ms, "connect timeout in milliseconds")
       ->check(CLI::Range(1, 3600000));
+  connect_cmd->add_flag("-r,--recv-only", args->recv_only,
+                        "only receive: never read stdin, half-close at once (also the default "
+                        "for a background job whose stdin is the terminal)");
   connect_cmd->callback([args, &options] {
     const endpoint target{resolve_vm(args->target, options),
                           resolve_service(args->service, options)};
     auto s = must(stream::connect(target, {.timeout = std::chrono::milliseconds(args->timeout_ms),
                                            .control_socket = control_socket(options)}));
-    const int code = copy_both_ways(s);
+    const int code = copy_both_ways(s, reads_stdin(args->recv_only));
     if (code != 0) fail("", code);
   });
 }
