@@ -70,6 +70,10 @@ forward_endpoint parse(const std::string& text, bool listening, const global_opt
     if (e.host.size() > 2 && e.host.front() == '[' && e.host.back() == ']')
       e.host = e.host.substr(1, e.host.size() - 2);
     e.port = rest.substr(colon + 1);
+    // getaddrinfo would take 99999 and wrap it; a port is a 16-bit number
+    // (0, "any", would leave nobody knowing where to connect).
+    checked_number(e.port, 1, 65535,
+                   std::string("forward ") + (listening ? "--listen " : "--to ") + text, "port");
   };
   if (text.rfind("tcp:", 0) == 0) {
     e.type = forward_endpoint::kind::tcp;

@@ -59,10 +59,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    // One line for the reason, then where to look for usage.
-    std::cerr << "hvsock: " << e.what() << " (see: hvsock --help)\n";
-    return exit_usage;
+    // One line for the reason, then where to look for usage: the help of the
+    // subcommand being parsed.
+    return report_parse_error(app, e, "hvsock");
   } catch (const cli_exit& e) {
     if (!e.message.empty()) std::cerr << "hvsock: " << e.message << "\n";
     return e.code;

@@ -40,9 +40,10 @@ void list_services(const global_options& options, bool json) {
 
 void set_enabled(const global_options& options, const service_args& args, bool enabled) {
   auto client = open_management(options);
-  nlohmann::json request{{"service", args.service}};
+  nlohmann::json request{{"service", service_argument(args.service)}};
   if (!args.vm.empty()) request["vm"] = args.vm;
-  must(client.call(enabled ? "service.enable" : "service.disable", request));
+  must_naming_partition(client.call(enabled ? "service.enable" : "service.disable", request),
+                        args.vm);
 }
 
 }  // namespace
@@ -91,7 +92,7 @@ void add_service_commands(CLI::App& app, global_options& options) {
   remove->add_option("ID", args->service, "service GUID, vsock port number or name")->required();
   remove->callback([args, &options] {
     auto client = open_management(options);
-    must(client.call("service.remove", {{"service", args->service}}));
+    must(client.call("service.remove", {{"service", service_argument(args->service)}}));
   });
 }
 

@@ -47,7 +47,8 @@ void add_vm_commands(CLI::App& app, global_options& options) {
     if (args->cid) request["cid"] = *args->cid;
     if (args->qemu) request["qemu"] = true;
     auto client = open_management(options);
-    const auto created = must(client.call("vm.create", request));
+    // The only partition vm.create looks up is the parent.
+    const auto created = must_naming_partition(client.call("vm.create", request), args->parent);
     std::cout << created.value("id", "") << "\n";
     if (args->qemu)
       std::cerr << "vhost-user socket: " << created.value("vhost_user_socket", "") << "\n";
@@ -76,7 +77,7 @@ void add_vm_commands(CLI::App& app, global_options& options) {
   remove->add_option("NAME", args->name, "partition name")->required();
   remove->callback([args, &options] {
     auto client = open_management(options);
-    must(client.call("vm.remove", {{"name", args->name}}));
+    must_naming_partition(client.call("vm.remove", {{"name", args->name}}), args->name);
   });
 }
 

@@ -1,6 +1,7 @@
 // hvsockd: the emulated Hyper-V switch. Runs in the foreground and logs one
 // line per event to stderr ("hvsockd: ..."); prints "hvsockd: ready" once it
-// serves, and exits 0 on SIGINT/SIGTERM, 1 when it cannot start or fails.
+// serves, and exits 0 on SIGINT/SIGTERM, 1 when it cannot start or fails,
+// 2 for a bad command line (one "hvsockd: ..." line).
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -100,12 +101,19 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
   app.add_flag("-v,--verbose", verbose, "Also log every brokered connection");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // As hvsock answers: one line, then where to look; exit 2.
+    log_line(std::string(e.what()) + " (see: hvsockd --help)");
+    return 2;
+  }
 
   const auto mode = parse_number(socket_mode, 8);
   if (!mode || *mode > 0777) {
-    log_line("--socket-mode: expected an octal mode such as 0600 or 0660, got \"" + socket_mode +
-             "\"");
+    log_line("--socket-mode: expected an octal mode 0..0777 such as 0600 or 0660, got \"" +
+             socket_mode + "\" (see: hvsockd --help)");
     return 2;
   }
   options.sockets.mode = static_cast<mode_t>(*mode);
