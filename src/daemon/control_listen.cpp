@@ -51,8 +51,8 @@ void control_server::handle_bind(client& c, const wire::bind_request& request) {
     }
   }
   if (!bound) {
-    log_(fmt::format("{}: listen {}: refused: {}", c.partition, local.to_string(),
-                     bound.error().message()));
+    log_refusal(c.partition, fmt::format("{}: listen {}: refused: {}", c.partition,
+                                         local.to_string(), bound.error().message()));
     const auto reply = wire::make_reply(bound.error());
     (void)detail::send_message(c.fd.get(), wire::as_bytes(reply), -1, MSG_DONTWAIT);
     close_client(c.id);

@@ -47,17 +47,23 @@ control_server::control_server(event_loop& loop, client_budget& budget,
                                log_function log)
     : loop_(loop),
       gate_(budget,
-            fmt::format("client limit ({}) reached; refusing new clients until some leave",
-                        budget.max()),
-            log),
+            fmt::format("client limit ({}) reached; refusing new control clients until some "
+                        "leave ({} kept for the management socket)",
+                        budget.max(), opts.management_reserve),
+            log, nullptr, opts.management_reserve),
       partitions_(partitions),
       services_(services),
       router_(routes),
       counters_(counters),
       options_(std::move(opts)),
-      log_(std::move(log)) {}
+      log_(log),
+      refusal_log_("refusals suppressed", log),
+      silent_log_("silent control clients closed", std::move(log)) {}
 
-control_server::~control_server() { close_all(); }
+control_server::~control_server() {
+  close_all();
+  loop_.cancel_timer(log_flush_timer_);
+}
 
 std::string control_server::socket_path(std::string_view partition_name) const {
   return detail::partition_socket_path(options_.runtime_dir, partition_name);
@@ -75,12 +81,19 @@ result<void> control_server::open_partition(const partition& p) {
   if (auto made = make_directory(dir, shared ? 0755 : 0700); !made)
     return made.error().with_context(fmt::format("control socket of \"{}\"", name));
   if (auto mine = check_private_directory(dir, "partition directory"); !mine) return mine.error();
+  partition_socket s;
+  s.budget = std::make_unique<client_budget>(options_.max_clients_per_partition);
+  s.gate = std::make_unique<client_gate>(
+      *s.budget,
+      fmt::format("{}: client limit of the partition ({}) reached; refusing its new clients "
+                  "until some leave",
+                  name, options_.max_clients_per_partition),
+      log_, &gate_);
   auto listener = socket_listener::open(
-      loop_, gate_, socket_path(name), SOCK_SEQPACKET, options_.sockets, name, log_,
+      loop_, *s.gate, socket_path(name), SOCK_SEQPACKET, options_.sockets, name, log_,
       [this, name](unique_fd fd) { return add_client(name, std::move(fd)); });
   if (!listener)
     return listener.error().with_context(fmt::format("control socket of \"{}\"", name));
-  partition_socket s;
   s.listener = std::move(*listener);
   sockets_.emplace(name, std::move(s));
   return {};
@@ -120,6 +133,13 @@ result<void> control_server::add_client(const std::string& partition, unique_fd 
   auto watched = loop_.watch(c.fd.get(), EPOLLIN, [this, id](std::uint32_t) { on_client(id); });
   if (!watched) return watched.error();
   c.watch = *watched;
+  auto timer =
+      loop_.add_timer(options_.first_message_timeout, [this, id] { on_silent_client(id); });
+  if (!timer) {
+    loop_.unwatch(c.watch);
+    return timer.error();
+  }
+  c.first_message_timer = *timer;
   sock->second.clients.insert(id);
   clients_.emplace(id, std::move(c));
   // A client sends its request right after connecting, so it is usually
@@ -173,6 +193,7 @@ std::optional<detail::received_message> control_server::receive(client& c,
 
 void control_server::handle_message(client& c, std::span<const std::byte> data,
                                     unique_fd attached) {
+  loop_.cancel_timer(std::exchange(c.first_message_timer, 0));
   const auto type = wire::peek_type(data);
   if (!type) {
     protocol_error(c, fmt::format("a {}-byte message without a valid header", data.size()));
@@ -224,7 +245,39 @@ void control_server::count_refusal(const std::string& partition, const endpoint&
     counters_.record_refused(target.service, refusal_reason_for(why.code()));
   else
     counters_.record_unregistered_refused();
-  log_(fmt::format("{}: connect {}: refused: {}", partition, target.to_string(), why.message()));
+  log_refusal(partition, fmt::format("{}: connect {}: refused: {}", partition, target.to_string(),
+                                     why.message()));
+}
+
+void control_server::log_refusal(const std::string& partition, const std::string& line) {
+  if (!refusal_log_.log(partition, line)) schedule_log_flush();
+}
+
+void control_server::schedule_log_flush() {
+  if (log_flush_timer_ != 0) return;
+  std::optional<log_limiter::clock::time_point> when = refusal_log_.next_flush();
+  if (auto silent = silent_log_.next_flush(); silent && (!when || *silent < *when)) when = silent;
+  if (!when) return;
+  auto timer = loop_.add_timer(*when - log_limiter::clock::now(), [this] {
+    log_flush_timer_ = 0;
+    refusal_log_.flush();
+    silent_log_.flush();
+    schedule_log_flush();
+  });
+  // Without a timer the summary waits for the partition's next line.
+  if (timer) log_flush_timer_ = *timer;
+}
+
+void control_server::on_silent_client(std::uint64_t id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  it->second.first_message_timer = 0;  // fired
+  const std::string partition = it->second.partition;
+  close_client(id);
+  if (!silent_log_.log(partition,
+                       fmt::format("{}: closed a control client that sent nothing for {} ms",
+                                   partition, options_.first_message_timeout.count())))
+    schedule_log_flush();
 }
 
 void control_server::refuse(client& c, const failure& why) {
@@ -244,8 +297,14 @@ void control_server::close_client(std::uint64_t id) {
   client& c = it->second;
   if (c.listening) router_.unbind(c.id);
   loop_.unwatch(c.watch);
-  if (auto s = sockets_.find(c.partition); s != sockets_.end()) s->second.clients.erase(id);
-  gate_.release();
+  loop_.cancel_timer(c.first_message_timer);
+  // Admitted through its partition's gate, which releases the daemon-wide one.
+  if (auto s = sockets_.find(c.partition); s != sockets_.end()) {
+    s->second.clients.erase(id);
+    s->second.gate->release();
+  } else {
+    gate_.release();
+  }
   clients_.erase(it);  // closes the fd
 }
 

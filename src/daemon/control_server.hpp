@@ -25,6 +25,15 @@
 // still held by a listener that may have closed), drain_acks reads that
 // listener's queued acks and its close first. No handler ever re-enters the
 // message loop.
+// Limits: each partition's socket admits at most max_clients_per_partition
+// clients at once, then the daemon-wide budget (less the reserve it leaves
+// to the management socket); a client over either is closed at accept, so
+// one partition's flood is refused at its own socket while the others and
+// the management socket still get in. A client that has sent nothing
+// first_message_timeout after it was accepted is closed (a listener, once
+// bound, and a connect waiting for a guest are past their first message and
+// stay). Refusal log lines are rate-limited per partition (log_limiter); the
+// counters are not.
 // A client that sends anything malformed (wrong size or header, unexpected
 // type, an attached fd, a truncated message) is logged and closed; nothing
 // else is affected. Sends never block: a listener whose socket buffer is
@@ -40,6 +49,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -58,6 +68,7 @@
 #include <hvsock/unique_fd.hpp>
 
 #include "daemon/event_loop.hpp"
+#include "daemon/log_limiter.hpp"
 #include "daemon/partition_tree.hpp"
 #include "daemon/qemu_guest.hpp"
 #include "daemon/router.hpp"
@@ -79,6 +90,11 @@ class control_server {
     std::string runtime_dir;
     socket_file_options sockets;
     bool log_connections = false;  // a log line per brokered connection
+    std::size_t max_clients_per_partition = 1024;
+    // Shares of the daemon-wide client budget control clients leave free
+    // (for the management socket).
+    std::size_t management_reserve = 0;
+    std::chrono::milliseconds first_message_timeout = std::chrono::seconds(10);
   };
 
   // All references must outlive the server.
@@ -108,6 +124,10 @@ class control_server {
 
  private:
   struct partition_socket {
+    // The partition's own client budget and gate (parent: gate_); held by
+    // pointer as the listener keeps a reference to the gate.
+    std::unique_ptr<client_budget> budget;
+    std::unique_ptr<client_gate> gate;
     std::unique_ptr<socket_listener> listener;
     std::uint32_t next_port = first_ephemeral_port;
     std::unordered_set<std::uint64_t> clients;
@@ -118,6 +138,8 @@ class control_server {
     std::string partition;
     unique_fd fd;
     event_loop::watch_id watch = 0;
+    // Closes the client unless its first message comes first (0 once it has).
+    event_loop::timer_id first_message_timer = 0;
     bool listening = false;
     endpoint bound{};
     std::uint32_t backlog = 0;
@@ -144,6 +166,12 @@ class control_server {
   void count_refusal(const std::string& partition, const endpoint& target, const failure& why);
   void protocol_error(client& c, const std::string& what);
   void close_client(std::uint64_t id);
+  // The first-message timeout fired: closes `id` if it is still silent.
+  void on_silent_client(std::uint64_t id);
+  // A refusal's log line, rate-limited per partition.
+  void log_refusal(const std::string& partition, const std::string& line);
+  // Arms the timer that logs the limiters' summaries when their windows end.
+  void schedule_log_flush();
 
   // --- connect and brokering (control_connect.cpp) ---
   void handle_connect(client& c, const detail::wire::connect_request& request);
@@ -218,6 +246,9 @@ class control_server {
   std::unordered_map<std::uint64_t, client> clients_;
   std::optional<socket_broker> socket_broker_;  // opened at the first connect_socket_request
   std::uint64_t next_client_id_ = 1;
+  log_limiter refusal_log_;
+  log_limiter silent_log_;  // the silent clients closed
+  event_loop::timer_id log_flush_timer_ = 0;
   // on_client's; drain_acks has its own, so a handler never reuses it.
   std::array<std::byte, detail::wire::max_message_size + 1> buffer_{};
 };

@@ -12,8 +12,12 @@
 namespace hvsock::daemon {
 
 bool client_gate::admit() {
-  if (!budget_.try_acquire()) {
+  if (!budget_.try_acquire(keep_free_)) {
     if (!std::exchange(limit_logged_, true)) log_(limit_line_);
+    return false;
+  }
+  if (parent_ != nullptr && !parent_->admit()) {
+    budget_.release();
     return false;
   }
   limit_logged_ = false;

@@ -6,9 +6,12 @@
 // (listen_unix), accepted from with accept4 (non-blocking, CLOEXEC;
 // event_loop::accept), at most accepts_per_wakeup per wake-up so one busy
 // socket cannot starve the rest of the loop. Every client is admitted
-// against a client_gate: over the daemon's client budget the connection is
-// closed at once (the client reads EOF, the refusal) and the gate logs
-// "client limit reached" once per episode, not once per client.
+// against a client_gate: over its budget the connection is closed at once
+// (the client reads EOF, the refusal) and the gate logs its limit line once
+// per episode, not once per client. Gates chain: a partition's control
+// socket has a gate of its own (its per-partition budget) whose parent is
+// the control server's daemon-wide gate, which leaves a reserve of the
+// shared budget to the management socket.
 //
 // Thread safety: none; runs on the event loop's thread.
 #pragma once
@@ -25,26 +28,41 @@
 
 namespace hvsock::daemon {
 
-// Admission of one server's clients against the daemon's client budget,
-// shared by all the sockets that server listens on. `limit_line` is logged
-// when a client is refused, once per episode: from the first refusal until a
-// client is admitted again.
+// Admission of clients against a budget, for one socket or for all the
+// sockets of a server. `limit_line` is logged when a client is refused here,
+// once per episode: from the first refusal until a client is admitted again.
+// With a `parent`, a client must be admitted by both (this gate first, so a
+// client refused here takes nothing from the parent); `keep_free` shares of
+// the budget are left to other gates on it (a reserve).
 class client_gate {
  public:
-  // `budget` must outlive the gate.
-  client_gate(client_budget& budget, std::string limit_line, log_function log)
-      : budget_(budget), limit_line_(std::move(limit_line)), log_(std::move(log)) {}
+  // `budget` and `parent` must outlive the gate.
+  client_gate(client_budget& budget, std::string limit_line, log_function log,
+              client_gate* parent = nullptr, std::size_t keep_free = 0)
+      : budget_(budget),
+        limit_line_(std::move(limit_line)),
+        log_(std::move(log)),
+        parent_(parent),
+        keep_free_(keep_free) {}
+  client_gate(const client_gate&) = delete;
+  client_gate& operator=(const client_gate&) = delete;
 
-  // Takes one client's share of the budget; false (and the log line, once
-  // per episode) when the budget is spent.
+  // Takes one client's share of the budget (and of the parent's); false
+  // (and the log line, once per episode) when either is spent.
   bool admit();
   // Gives back an admitted client's share when that client closes.
-  void release() { budget_.release(); }
+  void release() {
+    budget_.release();
+    if (parent_ != nullptr) parent_->release();
+  }
+  std::size_t used() const { return budget_.used(); }
 
  private:
   client_budget& budget_;
   std::string limit_line_;
   log_function log_;
+  client_gate* parent_;
+  std::size_t keep_free_;
   bool limit_logged_ = false;
 };
 

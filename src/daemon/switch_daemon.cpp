@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -76,6 +77,13 @@ void raise_fd_limit(std::size_t wanted, const log_function& log) {
         fmt::format("warning: the file descriptor limit ({}) is below what the configured limits "
                     "may need ({})",
                     limit.rlim_cur, wanted));
+}
+
+// The part of the daemon-wide client budget control clients leave to the
+// management socket, so that `hvsock status` gets in whatever the
+// partitions do.
+std::size_t management_reserve(std::size_t max_clients) {
+  return std::min<std::size_t>(64, max_clients / 4);
 }
 
 }  // namespace
@@ -147,7 +155,12 @@ switch_daemon::switch_daemon(daemon_options options, unique_fd lock,
       router_(*partitions_, *services_) {
   control_ = std::make_unique<control_server>(
       *loop_, budget_, *partitions_, *services_, router_, counters_,
-      control_server::options{options_.runtime_dir, options_.sockets, options_.log_connections},
+      control_server::options{
+          .runtime_dir = options_.runtime_dir,
+          .sockets = options_.sockets,
+          .log_connections = options_.log_connections,
+          .max_clients_per_partition = options_.limits.max_clients_per_partition,
+          .management_reserve = management_reserve(options_.limits.max_clients)},
       options_.log);
   management_ = std::make_unique<management_server>(
       *loop_, budget_,

@@ -36,6 +36,8 @@ namespace hvsock::daemon {
 
 struct daemon_limits {
   std::size_t max_clients = 4096;  // control + management connections open at once
+  // Control connections open at once through one partition's socket.
+  std::size_t max_clients_per_partition = 1024;
   std::size_t max_partitions = partition_tree::default_max_partitions;
   std::size_t max_services = service_registry::default_max_services;
 };

@@ -100,6 +100,10 @@ int main(int argc, char** argv) {
                  "Most control and management connections open at once")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  app.add_option("--max-clients-per-partition", options.limits.max_clients_per_partition,
+                 "Most control connections open at once through one partition's socket")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
   app.add_flag("-v,--verbose", verbose, "Also log every brokered connection");
   try {
     app.parse(argc, argv);
