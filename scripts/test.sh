@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds hvsock and runs the whole test suite: the `dev` preset (warnings as
 # errors) with CTest, a clang-format check, then the `asan` preset
-# (AddressSanitizer + UndefinedBehaviorSanitizer) with CTest, then a bounded
-# libFuzzer run over the guest packet parser (`fuzz` preset). Installs its own
-# apt dependencies first. Stops at the first failure.
+# (AddressSanitizer + UndefinedBehaviorSanitizer) with CTest, then bounded
+# libFuzzer runs over what guests and clients write (`fuzz` preset, fuzz/).
+# Installs its own apt dependencies first. Stops at the first failure.
 #
-# Environment: HVSOCK_SKIP_ASAN=1 skips the sanitizer build and the fuzz run
-# (quick local runs); HVSOCK_FUZZ_SECONDS sets the fuzz run's length (default
-# 60); HVSOCK_JOBS sets build and test parallelism (default 2).
+# Environment: HVSOCK_SKIP_ASAN=1 skips the sanitizer build and the fuzz runs
+# (quick local runs); HVSOCK_FUZZ_SECONDS sets the fuzz runs' total length,
+# shared equally by the fuzz targets (default 60); HVSOCK_JOBS sets build and
+# test parallelism (default 2).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -68,21 +69,42 @@ else
   section "asan: tests (ASAN_OPTIONS=$ASAN_OPTIONS)"
   ctest --preset asan -j "$jobs" --no-tests=error
 
-  # What a guest writes into its virtqueues, fuzzed (fuzz/). The corpus
-  # grows in build/fuzz across runs; a crash fails the run and leaves its
-  # input there to reproduce with.
+  # What guests and clients write, fuzzed (fuzz/README.md): a guest's
+  # virtqueues, control socket messages, vhost-user messages and agent
+  # frames, each target for an equal share of HVSOCK_FUZZ_SECONDS. Each
+  # corpus grows in build/fuzz/corpus/<target> across runs, next to the
+  # seeds fuzz_seeds writes; a crash, a leak or a hang (-timeout) fails the
+  # run, and the input that did it is left in build/fuzz/crashes/<target>.
   fuzz_seconds=${HVSOCK_FUZZ_SECONDS:-60}
-  section "fuzz: vsock_packet_fuzzer for ${fuzz_seconds}s"
+  fuzz_targets=(vsock_packet_fuzzer control_message_fuzzer vhost_user_message_fuzzer
+    agent_frame_fuzzer)
+  fuzz_share=$((fuzz_seconds / ${#fuzz_targets[@]}))
+  ((fuzz_share >= 1)) || fuzz_share=1
+  section "fuzz: ${#fuzz_targets[@]} targets for ${fuzz_share}s each"
   cmake --preset fuzz
   cmake --build --preset fuzz -j "$jobs"
-  mkdir -p build/fuzz/corpus
-  fuzz_status=0
-  (cd build/fuzz && ./fuzz/vsock_packet_fuzzer -max_total_time="$fuzz_seconds" \
-    -print_final_stats=1 corpus >fuzz.log 2>&1) || fuzz_status=$?
-  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' build/fuzz/fuzz.log || true
-  if ((fuzz_status != 0)); then
-    tail -n 40 build/fuzz/fuzz.log
-    echo "the fuzzer failed (status $fuzz_status); the input is in build/fuzz" >&2
+  rm -rf build/fuzz/seeds
+  build/fuzz/fuzz/fuzz_seeds build/fuzz/seeds
+  fuzz_failed=()
+  for target in "${fuzz_targets[@]}"; do
+    corpus=build/fuzz/corpus/$target crashes=build/fuzz/crashes/$target log=build/fuzz/$target.log
+    mkdir -p "$corpus" "$crashes" "build/fuzz/seeds/$target"
+    fuzz_status=0
+    "build/fuzz/fuzz/$target" -max_total_time="$fuzz_share" -timeout=30 -print_final_stats=1 \
+      -artifact_prefix="$crashes/" "$corpus" "build/fuzz/seeds/$target" >"$log" 2>&1 ||
+      fuzz_status=$?
+    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" |
+      sed "s/^stat::/$target: /" || true
+    if ((fuzz_status != 0)); then
+      tail -n 40 "$log"
+      input=$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)
+      echo "$target failed (status $fuzz_status); the input: ${input:-none written, see $log}" >&2
+      echo "reproduce with: build/fuzz/fuzz/$target ${input:-INPUT}" >&2
+      fuzz_failed+=("$target")
+    fi
+  done
+  if ((${#fuzz_failed[@]} > 0)); then
+    echo "fuzzing failed: ${fuzz_failed[*]}" >&2
     exit 1
   fi
 fi
