@@ -67,9 +67,16 @@ class emulated_transport final : public transport {
     }
     buffer raw;
     auto got = receive_message(listener_fd, raw);
+    // A stopped hvsockd closes the listener: EOF, or a reset when it died
+    // with our last `accepted` unread. Either way the listener is finished.
+    if (!got && (got.error().code() == std::errc::connection_reset ||
+                 got.error().code() == std::errc::connection_aborted))
+      return failure(errc::daemon_unavailable,
+                     what + ": hvsockd went away (the listener was reset)");
     if (!got) return got.error().with_context(what);
     if (got->size == 0)
-      return failure(errc::daemon_unavailable, what + ": hvsockd closed the listener");
+      return failure(errc::daemon_unavailable,
+                     what + ": hvsockd went away (it closed the listener)");
     auto incoming = wire::decode<wire::incoming>(std::span(raw.data(), got->size),
                                                  wire::message_type::incoming);
     if (!incoming || got->truncated || got->fd_count != 1)

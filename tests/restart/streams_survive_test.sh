@@ -47,11 +47,15 @@ start_daemon
 hv vm create web >/dev/null
 hv service register --name "bulk" --port 5001 >/dev/null
 
-(hv listen -r 5001 2>"$work/listen.log" | python3 "$here/bulk.py" sink "$work" "$mark1" "$mark2") &
+mkfifo "$work/received"
+python3 "$here/bulk.py" sink "$work" "$mark1" "$mark2" <"$work/received" &
 sink_pid=$!
 background_pids+=("$sink_pid")
+"$cli" --runtime-dir "$work/run" listen -r 5001 2>"$work/listen.log" >"$work/received" &
+listen_pid=$!
+background_pids+=("$listen_pid")
 wait_for_line "$work/listen.log" 'listening on' 10
-hv run --vm web -- bash -c "set -o pipefail; python3 '$here/bulk.py' source $mib | '$cli' connect parent 5001" \
+"$cli" --runtime-dir "$work/run" run --vm web -- bash -c "set -o pipefail; python3 '$here/bulk.py' source $mib | '$cli' connect parent 5001" \
   2>"$work/source.log" &
 source_pid=$!
 background_pids+=("$source_pid")
@@ -70,6 +74,9 @@ done
 status=0
 wait "$source_pid" || status=$?
 ((status == 0)) || fail "the sender in web exited $status: $(cat "$work/source.log")"
+status=0
+wait "$listen_pid" || status=$?
+((status == 0)) || fail "hvsock listen on the host exited $status: $(cat "$work/listen.log")"
 status=0
 wait "$sink_pid" || status=$?
 ((status == 0)) || fail "the receiver on the host exited $status: $(cat "$work/listen.log")"

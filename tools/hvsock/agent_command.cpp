@@ -15,7 +15,14 @@
 // Limits: at most --max-sessions sessions run at once (the agent counts its
 // children, reaping them through a signalfd); one more connection is told
 // the agent is busy. Each session closes a peer that has not sent HELLO
-// and its request within 10 s. When hvsockd goes away the agent exits.
+// and its request within 10 s.
+//
+// hvsockd restarted: the agent's listener is a relistening one
+// (listen_options::relisten in <hvsock/listener.hpp>): when hvsockd goes away
+// the agent says so once, waits for it with the library's back-off (50 ms
+// doubling to 1 s, sleeping in poll meanwhile), listens again with the same
+// options and says so once more. Sessions already running are direct
+// sockets in their own processes and carry on.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -151,6 +158,23 @@ void keep_stdio_open() {
   }
 }
 
+// What the relistening listener reports, in the words `hvsock forward` uses.
+void report_relisten(const listener_event& e) {
+  switch (e.what) {
+    case listener_event::kind::went_away:
+      std::cerr << "hvsock agent: hvsockd went away (" << e.message
+                << "); waiting for it to come back, the sessions running carry on" << std::endl;
+      break;
+    case listener_event::kind::back:
+      std::cerr << "hvsock agent: hvsockd is back: " << e.message << std::endl;
+      break;
+    case listener_event::kind::relisten_failed:
+      std::cerr << "hvsock agent: listening again failed (trying every second): " << e.message
+                << std::endl;
+      break;
+  }
+}
+
 class agent_loop {
  public:
   agent_loop(listener l, admission allowed, bool filtering, int max_sessions)
@@ -172,13 +196,21 @@ class agent_loop {
   [[noreturn]] void run() {
     bool pause = false;  // after an accept error: a short wait, never a spin
     for (;;) {
+      // While hvsockd is away the listener has no fd (-1: poll skips it) and
+      // says when to try listening again; accept_one() then makes the try.
+      const auto relisten_in = listener_.relisten_due_in();
+      int wait_ms = -1;
+      if (pause) wait_ms = 100;
+      if (relisten_in) wait_ms = static_cast<int>(relisten_in->count());
       pollfd p[2] = {{signals_.get(), POLLIN, 0}, {listener_.native_handle(), POLLIN, 0}};
       if (pause) p[1].fd = -1;
-      const int ready = ::poll(p, 2, pause ? 100 : -1);
+      const int ready = ::poll(p, 2, wait_ms);
       if (ready < 0 && errno != EINTR) fail(std::string("agent: poll: ") + std::strerror(errno));
       pause = false;
       if (ready > 0 && (p[0].revents & POLLIN)) reap();
-      if (ready > 0 && p[1].revents != 0) pause = !accept_one();
+      const bool relisten_due =
+          relisten_in && listener_.relisten_due_in() == std::chrono::milliseconds(0);
+      if ((ready > 0 && p[1].revents != 0) || relisten_due) pause = !accept_one();
     }
   }
 
@@ -190,9 +222,10 @@ class agent_loop {
       const auto code = s.error().code();
       if (code == make_error_code(errc::timed_out) || code == make_error_code(errc::would_block))
         return true;  // taken by nobody else, but gone (the peer gave up): fine
+      if (listener_.relisten_due_in()) return true;  // hvsockd went away: waiting for it
       if (code == make_error_code(errc::daemon_unavailable) ||
           code == std::errc::connection_aborted)
-        fail(s.error());  // hvsockd went away: the agent ends (nothing to serve)
+        fail(s.error());  // the kernel transport's listener is gone: nothing to serve
       std::cerr << "hvsock agent: " << s.error().message() << std::endl;
       return false;
     }
@@ -271,8 +304,11 @@ void add_agent_command(CLI::App& app, global_options& options) {
     // Without --allow the switch does the filtering: only the parent can
     // reach a PARENT listener (the kernel transport drops other CIDs).
     const vm_id bound = filtering ? vm_id_wildcard : vm_id_parent;
-    auto l = listener::listen({bound, agent::agent_service},
-                              {.backlog = 64, .control_socket = control_socket(options)});
+    auto l =
+        listener::listen({bound, agent::agent_service}, {.backlog = 64,
+                                                         .control_socket = control_socket(options),
+                                                         .relisten = true,
+                                                         .on_event = report_relisten});
     if (!l && l.error().code() == make_error_code(errc::parent_on_host))
       fail(
           "agent: the host partition has no parent to serve; run the agent in a partition "

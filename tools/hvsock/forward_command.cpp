@@ -12,9 +12,11 @@
 // and one when connections are taken again. Accept errors that persist (no
 // fds left: EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting for 100 ms. When
 // hvsockd goes away under an hvsock: listener, the forward says so once,
-// tries to listen again with back-off (50 ms doubling to 1 s, polling
-// nothing meanwhile), and says so once more when it listens again; open
-// connections are direct sockets and carry on.
+// tries to listen again with back-off (50 ms doubling to 1 s, polling only
+// the stop pipe meanwhile), and says so once more when it listens again:
+// the listener is a relistening one (listen_options::relisten in
+// <hvsock/listener.hpp>, shared with `hvsock agent`); open connections are
+// direct sockets and carry on.
 //
 //   --listen tcp:HOST:PORT | unix:PATH | hvsock:SERVICE
 //   --to     tcp:HOST:PORT | unix:PATH | [hvsock:]VM:SERVICE
@@ -33,6 +35,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -100,15 +103,20 @@ forward_endpoint parse(const std::string& text, bool listening, const global_opt
   return e;
 }
 
+// An hvsock: listener goes to `hv_listener` (polled through its own
+// native_handle(), which changes when it listens again) and the result is
+// empty; the others are returned.
 result<unique_fd> open_listener(const forward_endpoint& e, const global_options& options,
-                                std::optional<listener>& hv_listener) {
+                                std::optional<listener>& hv_listener,
+                                std::function<void(const listener_event&)> on_event) {
   if (e.type == forward_endpoint::kind::hvsock) {
-    auto l =
-        listener::listen(e.hv, {.backlog = max_backlog, .control_socket = control_socket(options)});
+    auto l = listener::listen(e.hv, {.backlog = max_backlog,
+                                     .control_socket = control_socket(options),
+                                     .relisten = true,
+                                     .on_event = std::move(on_event)});
     if (!l) return l.error();
-    const int fd = l->native_handle();
     hv_listener.emplace(std::move(*l));
-    return unique_fd(::dup(fd));  // polled only; accepting goes through hv_listener
+    return unique_fd();
   }
   // Non-blocking: a connection gone between poll and accept is EAGAIN, not a hang.
   if (e.type == forward_endpoint::kind::unix_path) {
@@ -303,8 +311,6 @@ void refuse(unique_fd client) {
 }
 
 constexpr auto accept_pause = std::chrono::milliseconds(100);
-constexpr auto relisten_first = std::chrono::milliseconds(50);
-constexpr auto relisten_most = std::chrono::milliseconds(1000);
 
 }  // namespace
 
@@ -328,63 +334,51 @@ void add_forward_command(CLI::App& app, global_options& options) {
     const auto from = parse(args->listen, true, options);
     const auto to = parse(args->to, false, options);
     const bool hvsock_listener = from.type == forward_endpoint::kind::hvsock;
+    forwarder fwd(to, options);
     std::optional<listener> hv_listener;
-    auto listening = open_listener(from, options, hv_listener);
+    auto listening = open_listener(from, options, hv_listener, [&fwd](const listener_event& e) {
+      switch (e.what) {
+        case listener_event::kind::went_away:
+          fwd.log("hvsockd went away (" + e.message +
+                  "); waiting for it to come back, the open connections carry on");
+          break;
+        case listener_event::kind::back: fwd.log("hvsockd is back: " + e.message); break;
+        case listener_event::kind::relisten_failed:
+          fwd.log("listening again failed (trying every second): " + e.message);
+          break;
+      }
+    });
     if (!listening) fail(listening.error());
-    unique_fd polled = std::move(*listening);
+    unique_fd polled = std::move(*listening);  // empty for an hvsock: listener
     if (::pipe2(stop_pipe, O_CLOEXEC) < 0) fail("pipe: " + std::string(std::strerror(errno)));
     struct sigaction sa {};
     sa.sa_handler = on_stop;
     ::sigaction(SIGINT, &sa, nullptr);
     ::sigaction(SIGTERM, &sa, nullptr);
-    forwarder fwd(to, options);
     fwd.log("listening on " + from.text + ", forwarding to " + to.text + " (at most " +
             std::to_string(args->max_connections) + " connections)");
     std::uint64_t next_id = 1;
     std::uint64_t refused = 0;    // at the limit, in this episode
     bool accept_failing = false;  // an accept error episode, logged once
-    auto relisten_delay = relisten_first;
-    std::string relisten_error;  // the last reason listening again failed, logged once each
     for (;;) {
-      if (!polled) {
-        // hvsockd went away: try to listen again, backing off to 1 s.
-        if (stop_requested(relisten_delay)) break;
-        relisten_delay = std::min(relisten_delay * 2, relisten_most);
-        auto again = open_listener(from, options, hv_listener);
-        if (!again) {
-          if (again.error().code() != errc::daemon_unavailable &&
-              again.error().message() != relisten_error) {
-            relisten_error = again.error().message();
-            fwd.log("listening again failed (trying every second): " + relisten_error);
-          }
-          continue;
-        }
-        polled = std::move(*again);
-        relisten_delay = relisten_first;
-        relisten_error.clear();
-        fwd.log("hvsockd is back: listening on " + from.text + " again");
-        continue;
-      }
-      pollfd p[2] = {{polled.get(), POLLIN, 0}, {stop_pipe[0], POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) {
+      // While hvsockd is away the hvsock: listener has no fd (-1: poll skips
+      // it) and says when to try again; accept() below makes that try.
+      const auto relisten_in = hvsock_listener ? hv_listener->relisten_due_in() : std::nullopt;
+      pollfd p[2] = {{hvsock_listener ? hv_listener->native_handle() : polled.get(), POLLIN, 0},
+                     {stop_pipe[0], POLLIN, 0}};
+      const int ready = ::poll(p, 2, relisten_in ? static_cast<int>(relisten_in->count()) : -1);
+      if (ready < 0) {
         if (errno == EINTR) continue;
         fail("poll: " + std::string(std::strerror(errno)));
       }
       if (p[1].revents) break;
-      if (!p[0].revents) continue;
+      if (!p[0].revents && !relisten_in) continue;
       unique_fd client;
       if (hvsock_listener) {
         auto s = hv_listener->accept(std::chrono::milliseconds(0));
         if (!s) {
           const auto& code = s.error().code();
           if (code == errc::timed_out || code == errc::would_block) continue;
-          if (code == errc::daemon_unavailable || (p[0].revents & (POLLHUP | POLLERR))) {
-            fwd.log("hvsockd went away (" + s.error().message() +
-                    "); waiting for it to come back, the open connections carry on");
-            polled.reset();
-            hv_listener.reset();
-            continue;
-          }
           if (!accept_failing) fwd.log(s.error().message() + "; pausing accepts briefly");
           accept_failing = true;
           if (stop_requested(accept_pause)) break;
