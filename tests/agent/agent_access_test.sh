@@ -167,13 +167,13 @@ done
 [[ -n "$served" ]] || fail "after the sessions ended the agent still turned execs away"
 ok "after the two sessions ended a new exec is served"
 
-# --- hvsockd goes away: the agent ends (it does not spin) ------------------------------
+# --- hvsockd goes away: the agent waits for it (restart.servers_come_back has the rest)
 kill "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
 daemon_pid=""
-status=0
-timeout 20 tail --pid="$agent_pid" -f /dev/null || status=$?
-((status == 0)) || fail "the agent kept running after hvsockd went away"
-wait "$agent_pid" 2>/dev/null || true
-ok "hvsockd stopped: the agent ended ($(tail -n 1 "$work/agent-limits.log"))"
+wait_for_line "$work/agent-limits.log" 'hvsockd went away' 20 ||
+  fail "the agent did not say that hvsockd went away"
+kill -0 "$agent_pid" || fail "the agent ended instead of waiting for hvsockd"
+stop_agent
+ok "hvsockd stopped: the agent says so and waits"
 echo "agent access test passed"
