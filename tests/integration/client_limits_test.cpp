@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -27,6 +26,7 @@
 #include <hvsock/hvsock.hpp>
 
 #include "switch_fixture.hpp"
+#include "sys/socket_ops.hpp"
 
 namespace hvsock::test {
 namespace {
@@ -38,14 +38,10 @@ constexpr std::size_t flood_size = 4096;
 constexpr std::size_t per_partition_limit = 1024;  // hvsockd's default
 constexpr auto hang_limit = 10s;
 
+// A raw control connection that sends nothing; invalid when refused.
 unique_fd connect_raw(const std::string& path) {
-  unique_fd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  if (!fd) return fd;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return unique_fd();
-  return fd;
+  auto fd = detail::connect_unix(path, SOCK_SEQPACKET);
+  return fd ? std::move(*fd) : unique_fd();
 }
 
 // Whether the daemon has closed `fd` (a read would return 0), without
