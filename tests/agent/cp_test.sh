@@ -123,14 +123,21 @@ mkdir -p "$work/vm/cut"
 head -c 536870912 /dev/zero >"$work/half"
 "$cli" --runtime-dir "$work/run" cp "$work/half" "web:$work/vm/cut/half" 2>/dev/null &
 copier=$!
-for _ in $(seq 100); do
-  [[ -n "$(ls -A "$work/vm/cut")" ]] && break
-  [[ -n "$(find /proc/[0-9]*/fd -lname "$work/vm/cut/*" 2>/dev/null | head -1)" ]] && break
+# Files the agent's session holds open under the destination (the copy
+# being written, O_TMPFILE or hidden name).
+writing() { find /proc/[0-9]*/fd -lname "$work/vm/cut/*" 2>/dev/null | head -1; }
+started=""
+for _ in $(seq 500); do
+  [[ -n "$(ls -A "$work/vm/cut")" || -n "$(writing)" ]] && started=1 && break
   sleep 0.02
 done
+[[ -n "$started" ]] || fail "the copy to cut off never started"
 kill -KILL "$copier" 2>/dev/null || true
 wait "$copier" 2>/dev/null || true
-sleep 0.5
+# The session notices its peer gone and ends: wait until nothing holds a
+# file there any more.
+for _ in $(seq 500); do [[ -z "$(writing)" ]] && break; sleep 0.02; done
+[[ -z "$(writing)" ]] || fail "the agent's session still writes after the client was killed"
 [[ -z "$(ls -A "$work/vm/cut")" ]] || fail "a cut-off copy left: $(ls -A "$work/vm/cut")"
 ok "a copy cut off midway leaves nothing behind"
 echo "cp test passed"
