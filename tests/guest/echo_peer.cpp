@@ -10,6 +10,12 @@
 //       open CONNECTIONS connections at once; each sends BYTES bytes of
 //       echo_pattern.h (seeded by its index), half-closes, and checks that
 //       exactly the same bytes come back. Exit 0 when all match.
+//   echo_peer timed VMID SERVICE CONNECTIONS SECONDS
+//       like connect, but each connection sends for SECONDS instead of a
+//       byte count (bench/faults.sh: streams that run through restarts of
+//       hvsockd). Prints a line per connection and a summary line
+//       "timed: ... sent S, echoed intact E, lost L, reset R, failed F";
+//       exit 0 when every connection echoed all it sent.
 //   echo_peer flood VMID SERVICE
 //       one connection that sends and reads the echo until the connection
 //       fails; prints how it ended. Exit 0 when it ended with a reset
@@ -23,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <optional>
@@ -47,6 +54,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: echo_peer serve SERVICE CONNECTIONS\n"
                "       echo_peer connect VMID SERVICE CONNECTIONS BYTES\n"
+               "       echo_peer timed VMID SERVICE CONNECTIONS SECONDS\n"
                "       echo_peer flood VMID SERVICE\n");
   return exit_usage;
 }
@@ -127,27 +135,31 @@ int serve(const hvsock::service_id& service, int connections) {
 
 struct outcome {
   bool ok = false;
-  std::uint64_t sent_hash = ECHO_FNV_INIT, got_hash = ECHO_FNV_INIT, got = 0;
+  std::uint64_t sent_hash = ECHO_FNV_INIT, got_hash = ECHO_FNV_INIT, got = 0, sent = 0;
   std::string error;
   std::error_code code;  // of the read or write that failed
 };
 
-// Sends `bytes` of pattern `seed` on one thread while this one reads back.
-void run_echo(hvsock::stream& s, std::uint64_t seed, std::uint64_t bytes, outcome& out) {
+// Sends `bytes` of pattern `seed` (or less, up to `deadline`) on one thread
+// while this one reads back.
+void run_echo(
+    hvsock::stream& s, std::uint64_t seed, std::uint64_t bytes, outcome& out,
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max()) {
   std::string write_error;
   std::error_code write_code;
   std::thread writer([&] {
     std::vector<unsigned char> buf(chunk);
-    for (std::uint64_t sent = 0; sent < bytes;) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, bytes - sent));
-      for (std::size_t i = 0; i < n; ++i) buf[i] = echo_pattern_byte(seed, sent + i);
+    while (out.sent < bytes && std::chrono::steady_clock::now() < deadline) {
+      const std::size_t n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(chunk, bytes - out.sent));
+      for (std::size_t i = 0; i < n; ++i) buf[i] = echo_pattern_byte(seed, out.sent + i);
       out.sent_hash = echo_fnv(out.sent_hash, buf.data(), n);
       if (auto w = s.write_all(buf.data(), n); !w) {
         write_error = "write: " + w.error().message();
         write_code = w.error().code();
         return;
       }
-      sent += n;
+      out.sent += n;
     }
     (void)s.shutdown(hvsock::shutdown_how::write);
   });
@@ -176,8 +188,9 @@ void run_echo(hvsock::stream& s, std::uint64_t seed, std::uint64_t bytes, outcom
     out.error = write_error;
     out.code = write_code;
   }
-  if (out.error.empty() && out.got != bytes)
-    out.error = "EOF after " + std::to_string(out.got) + " of " + std::to_string(bytes) + " bytes";
+  if (out.error.empty() && out.got != out.sent)
+    out.error =
+        "EOF after " + std::to_string(out.got) + " of " + std::to_string(out.sent) + " bytes";
   out.ok = out.error.empty();
 }
 
@@ -198,7 +211,8 @@ int connect_and_echo(const hvsock::endpoint& target, int connections, std::uint6
   for (int i = 0; i < connections; ++i)
     workers.emplace_back(run_echo, std::ref(streams[static_cast<std::size_t>(i)]),
                          static_cast<std::uint64_t>(i), bytes,
-                         std::ref(results[static_cast<std::size_t>(i)]));
+                         std::ref(results[static_cast<std::size_t>(i)]),
+                         std::chrono::steady_clock::time_point::max());
   for (auto& w : workers) w.join();
   int failed = 0;
   for (int i = 0; i < connections; ++i) {
@@ -219,6 +233,57 @@ int connect_and_echo(const hvsock::endpoint& target, int connections, std::uint6
               failed == 0 ? "ok" : "FAILED", connections, static_cast<unsigned long long>(bytes),
               failed);
   return failed == 0 ? 0 : 1;
+}
+
+int timed_echo(const hvsock::endpoint& target, int connections, std::chrono::seconds duration) {
+  std::vector<hvsock::stream> streams;
+  for (int i = 0; i < connections; ++i) {
+    auto s = hvsock::connect(target, {.timeout = 10s, .control_socket = {}});
+    if (!s) {
+      std::printf("connect failed: %s\n", s.error().message().c_str());
+      return exit_refused;
+    }
+    streams.push_back(std::move(*s));
+  }
+  std::printf("connected %d to %s\n", connections, target.to_string().c_str());
+  const auto deadline = std::chrono::steady_clock::now() + duration;
+  std::vector<outcome> results(static_cast<std::size_t>(connections));
+  std::vector<std::thread> workers;
+  for (int i = 0; i < connections; ++i)
+    workers.emplace_back(run_echo, std::ref(streams[static_cast<std::size_t>(i)]),
+                         static_cast<std::uint64_t>(i), UINT64_MAX,
+                         std::ref(results[static_cast<std::size_t>(i)]), deadline);
+  for (auto& w : workers) w.join();
+  // A reset is how a stream through a restarted daemon may legitimately
+  // end (QEMU guests); anything else lost or changed is a failure.
+  std::uint64_t sent = 0, intact = 0, lost = 0;
+  int reset = 0, failed = 0;
+  for (int i = 0; i < connections; ++i) {
+    const outcome& r = results[static_cast<std::size_t>(i)];
+    sent += r.sent;
+    intact += r.got;
+    const bool was_reset =
+        r.code == std::errc::connection_reset || r.code == std::errc::broken_pipe;
+    if (r.ok && r.sent_hash == r.got_hash) {
+      std::printf("connection %d: ok, %llu bytes echoed\n", i,
+                  static_cast<unsigned long long>(r.got));
+    } else if (was_reset) {
+      ++reset;
+      std::printf("connection %d: reset after %llu bytes echoed (%s)\n", i,
+                  static_cast<unsigned long long>(r.got), r.error.c_str());
+    } else {
+      ++failed;
+      lost += r.sent - std::min(r.sent, r.got);
+      std::printf("connection %d: FAIL after %llu of %llu bytes: %s\n", i,
+                  static_cast<unsigned long long>(r.got), static_cast<unsigned long long>(r.sent),
+                  r.error.empty() ? "checksum differs" : r.error.c_str());
+    }
+  }
+  std::printf(
+      "timed: %d connections, sent %llu, echoed intact %llu, lost %llu, reset %d, failed %d\n",
+      connections, static_cast<unsigned long long>(sent), static_cast<unsigned long long>(intact),
+      static_cast<unsigned long long>(lost), reset, failed);
+  return failed == 0 && reset == 0 ? 0 : 1;
 }
 
 int flood(const hvsock::endpoint& target) {
@@ -255,6 +320,15 @@ int main(int argc, char** argv) {
     auto bytes = number(args[4]);
     if (!vm || !service || !count || *count == 0 || !bytes) return usage();
     return connect_and_echo({*vm, *service}, static_cast<int>(*count), *bytes);
+  }
+  if (args.size() == 5 && args[0] == "timed") {
+    auto vm = parse_vm(args[1]);
+    auto service = parse_service(args[2]);
+    auto count = number(args[3]);
+    auto seconds = number(args[4]);
+    if (!vm || !service || !count || *count == 0 || !seconds) return usage();
+    return timed_echo({*vm, *service}, static_cast<int>(*count),
+                      std::chrono::seconds(static_cast<std::int64_t>(*seconds)));
   }
   if (args.size() == 3 && args[0] == "flood") {
     auto vm = parse_vm(args[1]);
