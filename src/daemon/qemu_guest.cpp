@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <utility>
 
 #include "virtio/split_virtqueue.hpp"
 #include "virtio/vsock_packet.hpp"
@@ -74,10 +75,12 @@ result<std::unique_ptr<qemu_guest>> qemu_guest::open(event_loop& loop, std::stri
                                                         if (p->session_)
                                                           (void)p->session_->notify_used(queue);
                                                       });
+  g->device_->set_fault_handler([p = g.get()](const failure& why) { p->on_device_fault(why); });
   return g;
 }
 
 qemu_guest::~qemu_guest() {
+  loop_.cancel_timer(detach_timer_);
   if (session_) detach("hvsockd is removing the partition");
   device_.reset();
   if (tick_watch_ != 0) loop_.unwatch(tick_watch_);
@@ -122,6 +125,7 @@ void qemu_guest::on_session_readable() {
 }
 
 void qemu_guest::detach(const std::string& why) {
+  loop_.cancel_timer(std::exchange(detach_timer_, 0));
   loop_.unwatch(session_watch_);
   session_->disconnect();  // stops rings and resets the device through the hooks
   session_.reset();
@@ -129,10 +133,25 @@ void qemu_guest::detach(const std::string& why) {
 }
 
 void qemu_guest::on_kick(std::uint32_t index) {
-  auto result = index == virtio::vsock_tx_queue ? device_->on_tx_kick() : device_->on_rx_kick();
-  if (!result)
+  // A failure has been reported through on_device_fault already.
+  (void)(index == virtio::vsock_tx_queue ? device_->on_tx_kick() : device_->on_rx_kick());
+}
+
+void qemu_guest::on_device_fault(const failure& why) {
+  if (why.code() != errc::io_error) {
     log_(fmt::format("{}: the guest broke the virtqueue rules, device reset: {}", name_,
-                     result.error().message()));
+                     why.message()));
+    return;
+  }
+  // Its memory is gone for good: nothing this front-end sends can work any
+  // more. Detaching unmaps it and closes the connection; the socket waits for
+  // the next QEMU.
+  if (detach_timer_ != 0 || !session_) return;
+  auto timer = loop_.add_timer(std::chrono::milliseconds(0), [this] {
+    detach_timer_ = 0;
+    detach("guest memory is gone (its memory file shrank)");
+  });
+  if (timer) detach_timer_ = *timer;
 }
 
 result<void> qemu_guest::on_ring_started(std::uint32_t index, const vhost_user::ring_info& ring) {

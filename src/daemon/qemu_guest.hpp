@@ -65,6 +65,9 @@ class qemu_guest final : public vhost_user::device_hooks, public virtio::vsock_h
   void on_session_readable();
   void detach(const std::string& why);
   void on_kick(std::uint32_t index);
+  // The device reset itself because of the guest; a guest whose memory is
+  // gone is detached on the next turn (not from inside the device).
+  void on_device_fault(const failure& why);
 
   // vhost_user::device_hooks
   result<void> on_ring_started(std::uint32_t index, const vhost_user::ring_info& ring) override;
@@ -89,6 +92,7 @@ class qemu_guest final : public vhost_user::device_hooks, public virtio::vsock_h
   std::unique_ptr<vhost_user::vhost_user_backend> session_;
   event_loop::watch_id session_watch_ = 0;
   std::optional<event_loop::watch_id> kick_watch_[2];
+  event_loop::timer_id detach_timer_ = 0;  // a detach due to lost guest memory
 };
 
 }  // namespace hvsock::daemon

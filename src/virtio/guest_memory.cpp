@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include "virtio/guest_memory_guard.hpp"
+
 namespace hvsock::virtio {
 namespace {
 
@@ -67,6 +69,9 @@ result<void> guest_memory::check_new(const memory_region_spec& spec) const {
 
 result<void> guest_memory::add_region(const memory_region_spec& spec, int fd) {
   if (auto ok = check_new(spec); !ok) return ok;
+  // The front-end can shrink this file later; touching the lost pages must
+  // not kill the daemon (guest_memory_guard.hpp).
+  install_guest_memory_fault_handler();
   const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   const std::uint64_t adjust = spec.mmap_offset % page;
   const std::uint64_t length = spec.size + adjust;

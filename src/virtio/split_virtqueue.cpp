@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include "virtio/guest_memory_guard.hpp"
+
 namespace hvsock::virtio {
 namespace {
 
@@ -39,22 +41,24 @@ T to_le(T v) {
   }
 }
 
+// Every access goes through guest_memory_guard: the front-end can make any
+// of these pages vanish (SIGBUS) at any time.
 template <class T>
 T load_le(const std::byte* p) {
   T v;
   if (reinterpret_cast<std::uintptr_t>(p) % sizeof(T) == 0) {
-    v = __atomic_load_n(reinterpret_cast<const T*>(p), __ATOMIC_RELAXED);
+    v = guarded_load(reinterpret_cast<const T*>(p));
   } else {
     // Only indirect tables can be misaligned (the spec does not require their
     // alignment); the field may then tear, which the validation copes with.
-    std::memcpy(&v, p, sizeof v);
+    if (!guarded_copy(&v, p, sizeof v)) v = 0;
   }
   return to_le(v);
 }
 
 template <class T>
 void store_le(std::byte* p, T v) {
-  __atomic_store_n(reinterpret_cast<T*>(p), to_le(v), __ATOMIC_RELAXED);
+  guarded_store(reinterpret_cast<T*>(p), to_le(v));
 }
 
 std::string hex(std::uint64_t v) {

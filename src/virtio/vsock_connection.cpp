@@ -9,6 +9,8 @@
 #include <climits>
 #include <cstring>
 
+#include "virtio/guest_memory_guard.hpp"
+
 namespace hvsock::virtio {
 namespace {
 
@@ -176,6 +178,7 @@ vsock_connection::verdict vsock_connection::on_rw(const parsed_packet& packet) {
       iov.push_back({const_cast<std::byte*>(s.data()), s.size()});
     }
     const ssize_t n = send_iov(fd_.get(), iov.data(), iov.size());
+    if (n == -EFAULT) note_guest_memory_fault();  // the guest's pages went away
     if (n < 0) return verdict::reset;
     written = static_cast<std::size_t>(n);
     fwd_cnt_ += static_cast<std::uint32_t>(written);
@@ -193,7 +196,10 @@ vsock_connection::verdict vsock_connection::on_rw(const parsed_packet& packet) {
         skip -= s.size();
         continue;
       }
-      pending_.insert(pending_.end(), s.begin() + static_cast<std::ptrdiff_t>(skip), s.end());
+      // Grow first, then copy with the guard: the guest's pages may vanish.
+      const std::size_t at = pending_.size();
+      pending_.resize(at + (s.size() - skip));
+      (void)guarded_copy(pending_.data() + at, s.data() + skip, s.size() - skip);
       skip = 0;
     }
   }
@@ -270,6 +276,7 @@ vsock_connection::rx_fill vsock_connection::fill_rx(const descriptor_chain& chai
       r.would_block = true;
       return r;
     }
+    if (errno == EFAULT) note_guest_memory_fault();  // the guest's pages went away
     r.next = verdict::reset;
     return r;
   }

@@ -2,11 +2,15 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <deque>
 #include <string>
 #include <utility>
+
+#include "virtio/guest_memory_guard.hpp"
 
 namespace hvsock::virtio {
 namespace {
@@ -32,6 +36,7 @@ vsock_device::vsock_device(const vsock_device_options& options, vsock_host_side&
 vsock_device::~vsock_device() {
   for (auto& [id, e] : entries_)
     if (e.watch != 0) watcher_.unwatch(e.watch);
+  if (resume_watch_ != 0) watcher_.unwatch(resume_watch_);
 }
 
 bool vsock_device::queue_running(std::uint16_t index) const {
@@ -162,6 +167,7 @@ void vsock_device::apply(entry& e, vsock_connection::verdict v) {
 }
 
 void vsock_device::on_host_event(std::uint64_t id, std::uint32_t events) {
+  begin_entry();
   entry* e = find(id);
   if (e == nullptr) return;
   if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && e->conn.buffered_bytes() > 0) {
@@ -191,6 +197,7 @@ result<void> vsock_device::start_queue(std::uint16_t index, split_virtqueue queu
     return failure(errc::invalid_argument,
                    "vsock device: queue " + std::to_string(index) + " is not rx or tx");
   }
+  begin_entry();
   auto r = process_tx();
   if (r) r = pump_rx();
   finish();
@@ -225,15 +232,64 @@ void vsock_device::reset() {
   rx_.reset();
   tx_.reset();
   rx_pushed_ = tx_pushed_ = false;
+  if (resume_watch_ != 0) watcher_.unwatch(resume_watch_);
+  resume_watch_ = 0;
+  tx_chains_spent_ = tx_bytes_spent_ = rx_chains_spent_ = 0;
   finish();
 }
 
 result<void> vsock_device::fault(const failure& f) {
   reset();
+  if (on_fault_) on_fault_(f);
   return f;
 }
 
+void vsock_device::begin_entry() {
+  // A fault flag left by someone else's access is not this call's business,
+  // and each wake-up gets a fresh allowance.
+  (void)take_guest_memory_fault();
+  tx_chains_spent_ = tx_bytes_spent_ = rx_chains_spent_ = 0;
+}
+
+result<void> vsock_device::check_memory() {
+  if (!take_guest_memory_fault()) return {};
+  // What was computed from the faulting access is garbage: the reset drops
+  // it (buffered payloads included) before any of it reaches a host stream.
+  return fault(failure(errc::io_error,
+                       "guest memory is gone: touching it faulted (the front-end shrank or "
+                       "unmapped its memory file)"));
+}
+
+bool vsock_device::yield_to_loop() {
+  ++stats_.budget_yields;
+  if (resume_watch_ != 0) return true;
+  if (!resume_fd_) resume_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (resume_fd_) {
+    auto w = watcher_.watch(resume_fd_.get(), EPOLLIN, [this](std::uint32_t) { on_resume(); });
+    const std::uint64_t one = 1;
+    if (w && ::write(resume_fd_.get(), &one, sizeof one) == sizeof one) {
+      resume_watch_ = *w;
+      return true;
+    }
+    if (w) watcher_.unwatch(*w);
+  }
+  // No way to be woken again: carrying on unbounded beats stalling the guest.
+  tx_chains_spent_ = tx_bytes_spent_ = rx_chains_spent_ = 0;
+  return false;
+}
+
+void vsock_device::on_resume() {
+  watcher_.unwatch(resume_watch_);
+  resume_watch_ = 0;
+  std::uint64_t count;
+  (void)::read(resume_fd_.get(), &count, sizeof count);
+  begin_entry();
+  if (process_tx()) (void)pump_rx();  // a failure has reset the device and told the owner
+  finish();
+}
+
 result<void> vsock_device::on_tx_kick() {
+  begin_entry();
   auto r = process_tx();
   if (r) r = pump_rx();
   finish();
@@ -241,6 +297,7 @@ result<void> vsock_device::on_tx_kick() {
 }
 
 result<void> vsock_device::on_rx_kick() {
+  begin_entry();
   auto r = pump_rx();
   finish();
   return r;
@@ -249,19 +306,30 @@ result<void> vsock_device::on_rx_kick() {
 result<void> vsock_device::process_tx() {
   if (!tx_) return {};
   for (;;) {
+    if ((tx_chains_spent_ >= options_.tx_budget_chains ||
+         tx_bytes_spent_ >= options_.tx_budget_bytes) &&
+        yield_to_loop())
+      return {};
     auto popped = tx_->pop();
+    if (auto ok = check_memory(); !ok) return ok;
     if (!popped) return fault(popped.error());
     if (!popped->has_value()) return {};
     const descriptor_chain& chain = **popped;
+    ++tx_chains_spent_;
+    tx_bytes_spent_ += chain.readable_length;
     handle_tx(chain);
+    if (auto ok = check_memory(); !ok) return ok;
     // The payload has been written or copied: the buffers go back now.
     if (auto pushed = tx_->push_used(chain.head, 0); !pushed) return fault(pushed.error());
+    if (auto ok = check_memory(); !ok) return ok;
     tx_pushed_ = true;
   }
 }
 
 void vsock_device::handle_tx(const descriptor_chain& chain) {
   const parsed_packet p = parse_packet(chain, options_.max_payload);
+  // A header read from vanished memory is not acted on (process_tx resets).
+  if (guest_memory_faulted()) return;
   const virtio_vsock_hdr& h = p.header;
   if (p.status == packet_status::malformed || h.src_cid != options_.guest_cid ||
       h.dst_cid != vmaddr_cid_host || p.status == packet_status::ignore) {
@@ -327,11 +395,13 @@ void vsock_device::connect_to_guest(std::uint32_t guest_port, unique_fd host_str
   e.done = std::move(done);
   e.deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
   settle(e);
+  begin_entry();
   (void)pump_rx();
   finish();
 }
 
 void vsock_device::on_tick(std::chrono::steady_clock::time_point now) {
+  begin_entry();
   std::vector<std::uint64_t> expired;
   for (auto& [id, e] : entries_) {
     const auto st = e.conn.current_state();
@@ -357,7 +427,9 @@ void vsock_device::on_tick(std::chrono::steady_clock::time_point now) {
 result<void> vsock_device::pump_rx() {
   if (!rx_) return {};
   while (!stateless_.empty() || !control_ready_.empty() || !rx_ready_.empty()) {
+    if (rx_chains_spent_ >= options_.rx_budget_chains && yield_to_loop()) return {};
     auto popped = rx_->pop();
+    if (auto ok = check_memory(); !ok) return ok;
     if (!popped) return fault(popped.error());
     if (!popped->has_value()) return {};  // starved: on_rx_kick resumes
     const descriptor_chain& chain = **popped;
@@ -408,7 +480,10 @@ result<void> vsock_device::pump_rx() {
       apply(*e, fill.next);
       if (used == 0) continue;
     }
+    if (auto ok = check_memory(); !ok) return ok;
     if (auto r = rx_->push_used(chain.head, used); !r) return fault(r.error());
+    if (auto ok = check_memory(); !ok) return ok;
+    ++rx_chains_spent_;
     rx_pushed_ = true;
   }
   return {};
@@ -418,6 +493,7 @@ void vsock_device::finish() {
   if (rx_pushed_ && rx_ && rx_->needs_notification() && notify_) notify_(vsock_rx_queue);
   if (tx_pushed_ && tx_ && tx_->needs_notification() && notify_) notify_(vsock_tx_queue);
   rx_pushed_ = tx_pushed_ = false;
+  (void)check_memory();    // needs_notification reads the guest's ring
   if (finishing_) return;  // the outer finish() runs what a handler added
   finishing_ = true;
   while (!completions_.empty()) {

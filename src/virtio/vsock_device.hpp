@@ -7,11 +7,16 @@
 // - on_tx_kick(): the guest queued packets. Each tx chain is parsed
 //   (vsock_packet), handled, and returned to the guest at once (a payload is
 //   written to the host fd or copied into the connection's buffer first).
-//   One call drains the ring: the guest kicks only when it adds to an empty
-//   ring, so stopping early would need a re-arm the owner does not have.
 //   What a guest can make one packet cost is bounded (one syscall, at most
 //   one queued reply), and data it may send is bounded by our credit.
 // - on_rx_kick(): the guest posted receive buffers; pending packets go out.
+// - Budget: hvsockd has one thread for every guest and client, so a guest
+//   that keeps its tx ring full must not keep it. Each wake-up (a call of
+//   any entry point, e.g. one kick) handles at most tx_budget_chains tx
+//   chains (or tx_budget_bytes of them) and fills at most rx_budget_chains
+//   rx chains; then the device stops, writes its own "resume" eventfd
+//   (watched through the fd_watcher only while a resume is due) and carries
+//   on when the loop comes back to it, after the other ready fds were served.
 // - host fd readiness: the device watches each connection's host fd through
 //   an fd_watcher (hvsockd's event_loop, or a test's poll loop).
 // - on_tick(now): expires host-initiated connects and draining connections.
@@ -46,10 +51,14 @@
 // Resource bounds: at most max_connections connections (including draining
 // ones) and buf_alloc buffered bytes each; a REQUEST beyond that gets RST.
 //
-// Failure: a guest that breaks the ring rules (pop fails) makes on_*_kick
-// fail; the device has then already reset itself (every host fd closed) and
-// stopped using its rings; the owner should end the session or wait for the
-// front-end to set the rings up again (start_queue).
+// Failure: a guest that breaks the ring rules (pop fails, errc::protocol_error)
+// or whose memory goes away under the device (a SIGBUS or EFAULT on a guest
+// page, caught by guest_memory_guard: errc::io_error) makes on_*_kick fail;
+// the device has then already reset itself (every host fd closed) and
+// stopped using its rings, and the fault handler (set_fault_handler) was
+// told, also for faults found outside on_*_kick (host events, resumes). The
+// owner should end the session (memory gone) or wait for the front-end to set
+// the rings up again (start_queue).
 //
 // Thread safety: none; one loop thread. Callbacks (notify, done, the host
 // side, fd_watcher) are called on that thread; a connect_to_guest `done` may
@@ -131,6 +140,10 @@ struct vsock_device_options {
   // Host-side ports for host-initiated connections are taken from here up
   // (wrapping below 0xffffffff, VMADDR_PORT_ANY).
   std::uint32_t first_ephemeral_port = 49152;
+  // Work between two turns of the loop (see "Budget" above).
+  std::size_t tx_budget_chains = 256;
+  std::size_t tx_budget_bytes = 1 << 20;
+  std::size_t rx_budget_chains = 256;
 };
 
 struct vsock_device_stats {
@@ -139,6 +152,7 @@ struct vsock_device_stats {
   std::uint64_t control_dropped = 0;  // stateless packets lost to a full queue
   std::uint64_t connections_opened = 0;
   std::uint64_t connections_refused = 0;  // guest REQUESTs refused
+  std::uint64_t budget_yields = 0;        // times the device stopped for the loop's next turn
 };
 
 class vsock_device {
@@ -148,6 +162,8 @@ class vsock_device {
   using notify_function = std::function<void(std::uint16_t queue_index)>;
   // Ok: the host-side port the connection uses.
   using connect_handler = std::function<void(result<std::uint32_t>)>;
+  // The device reset itself because of the guest (see "Failure" above).
+  using fault_handler = std::function<void(const failure& why)>;
 
   // `host` and `watcher` must outlive the device.
   vsock_device(const vsock_device_options& options, vsock_host_side& host, fd_watcher& watcher,
@@ -172,6 +188,11 @@ class vsock_device {
 
   result<void> on_tx_kick();
   result<void> on_rx_kick();
+
+  // Called (on the loop's thread, possibly inside any entry point) each time
+  // the device resets itself because of the guest. It must not call back
+  // into the device; defer that to a later turn.
+  void set_fault_handler(fault_handler on_fault) { on_fault_ = std::move(on_fault); }
 
   // Connects host stream `host_stream` (the host end; made non-blocking) to
   // the guest's port `guest_port`: a REQUEST from a fresh host-side port.
@@ -221,6 +242,14 @@ class vsock_device {
   result<void> process_tx();
   result<void> pump_rx();
   result<void> fault(const failure& f);
+  // The guest's memory faulted since the last check (guest_memory_guard).
+  result<void> check_memory();
+  // Budget spent: arranges to come back on a later turn of the loop and
+  // returns true; false if it cannot (then the allowance is refilled).
+  bool yield_to_loop();
+  // Starts a wake-up: a fresh budget, no stale memory fault.
+  void begin_entry();
+  void on_resume();
   // Ends a public entry point: notifications, then connect handlers.
   void finish();
 
@@ -243,6 +272,14 @@ class vsock_device {
   std::deque<virtio_vsock_hdr> stateless_;
   std::deque<std::uint64_t> control_ready_;
   std::deque<std::uint64_t> rx_ready_;
+
+  fault_handler on_fault_;
+  // Spent in this wake-up (see "Budget").
+  std::size_t tx_chains_spent_ = 0;
+  std::size_t tx_bytes_spent_ = 0;
+  std::size_t rx_chains_spent_ = 0;
+  unique_fd resume_fd_;                    // eventfd, made on the first yield
+  fd_watcher::watch_id resume_watch_ = 0;  // 0: no resume due
 
   std::vector<std::function<void()>> completions_;
   bool finishing_ = false;

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "virtio/guest_memory_guard.hpp"
+
 namespace hvsock::virtio {
 namespace {
 
@@ -37,7 +39,9 @@ std::size_t gather(const std::vector<Span>& buffers, std::size_t offset, std::sp
       continue;
     }
     const std::size_t n = std::min(b.size() - offset, out.size() - done);
-    std::memcpy(out.data() + done, b.data() + offset, n);
+    // A fault leaves the flag set for the device; the count stays honest
+    // about the length, the bytes are garbage nobody will use.
+    (void)guarded_copy(out.data() + done, b.data() + offset, n);
     done += n;
     offset = 0;
   }
@@ -56,7 +60,7 @@ std::size_t scatter(const std::vector<std::span<std::byte>>& buffers, std::size_
       continue;
     }
     const std::size_t n = std::min(b.size() - offset, in.size() - done);
-    std::memcpy(b.data() + offset, in.data() + done, n);
+    (void)guarded_copy(b.data() + offset, in.data() + done, n);  // b is guest memory
     done += n;
     offset = 0;
   }
@@ -124,7 +128,7 @@ void parsed_packet::copy_payload(std::span<std::byte> out) const {
   std::size_t done = 0;
   for (const auto& b : payload) {
     const std::size_t n = std::min(b.size(), out.size() - done);
-    std::memcpy(out.data() + done, b.data(), n);
+    (void)guarded_copy(out.data() + done, b.data(), n);  // b is guest memory
     done += n;
   }
 }

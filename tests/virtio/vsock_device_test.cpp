@@ -1050,5 +1050,39 @@ TEST_F(VsockDevice, ChurnWhileStarvedKeepsQueuesBounded) {
   EXPECT_TRUE(stack_->log.empty());  // no stale RESPONSE went out
 }
 
+TEST_F(VsockDevice, AFloodingGuestGetsABudgetPerWakeUpAndResumesOnLaterTurns) {
+  vsock_device_options opts;
+  opts.tx_budget_chains = 8;
+  opts.rx_budget_chains = 4;
+  make_device(opts);
+  auto& tx = guest_->tx_driver();
+  auto& rx = guest_->rx_driver();
+  const std::uint16_t rx_before = rx.used_idx();
+  // 20 REQUESTs to a port nobody listens on, one kick: each is refused (RST).
+  for (std::uint32_t i = 0; i < 20; ++i) {
+    const auto gpa = tx.alloc(vsock_header_size);
+    tx.fill(gpa, encode_header(raw_header(vsock_op::request, 5000 + i, 9999)));
+    tx.add_chain({{gpa, static_cast<std::uint32_t>(vsock_header_size), false}});
+  }
+  ASSERT_TRUE(dev_->on_tx_kick());
+  EXPECT_EQ(tx.used_idx(), 8);  // the kick's budget
+  EXPECT_EQ(rx.used_idx() - rx_before, 4);
+  EXPECT_GE(dev_->stats().budget_yields, 1u);
+  EXPECT_EQ(loop_.count(), 1u);  // the resume, and nothing else
+  // Each later turn carries on where the budget stopped.
+  EXPECT_EQ(loop_.run_once(0), 1);
+  EXPECT_EQ(tx.used_idx(), 16);
+  EXPECT_EQ(rx.used_idx() - rx_before, 8);
+  loop_.run_once(0);
+  EXPECT_EQ(tx.used_idx(), 20);
+  EXPECT_EQ(rx.used_idx() - rx_before, 12);
+  loop_.run_once(0);
+  loop_.run_once(0);
+  EXPECT_EQ(rx.used_idx() - rx_before, 20);
+  EXPECT_EQ(loop_.count(), 0u);  // all done: no resume left behind
+  EXPECT_EQ(dev_->stats().connections_refused, 20u);
+  EXPECT_EQ(dev_->stats().control_dropped, 0u);
+}
+
 }  // namespace
 }  // namespace hvsock::virtio
