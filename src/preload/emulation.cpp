@@ -56,15 +56,16 @@ int fail(int err) {
 
 // hvsockd not answering is worth a line on stderr: a program under the shim
 // would otherwise only see an errno it cannot explain.
-void report_daemon_problem(const failure& f) {
+void report_daemon_problem(const char* message) {
   static std::atomic<bool> reported{false};
-  if (!reported.exchange(true)) std::fprintf(stderr, "hvsock-preload: %s\n", f.message().c_str());
+  if (!reported.exchange(true)) std::fprintf(stderr, "hvsock-preload: %s\n", message);
 }
 
-int errno_for(const failure& f) {
-  if (f.code().category() == std::system_category()) return f.code().value();
-  if (f.code().category() != hvsock_category()) return EIO;
-  switch (static_cast<errc>(f.code().value())) {
+// `problem` is what to report if the code says hvsockd is not answering.
+int errno_for(const std::error_code& code, const char* problem) {
+  if (code.category() == std::system_category()) return code.value();
+  if (code.category() != hvsock_category()) return EIO;
+  switch (static_cast<errc>(code.value())) {
     // Refusals reach a vsock connector as an RST: ECONNRESET, as the
     // kernel's virtio transport reports it.
     case errc::connection_refused:
@@ -77,7 +78,7 @@ int errno_for(const failure& f) {
     case errc::address_in_use: return EADDRINUSE;
     case errc::broadcast_not_allowed: return EADDRNOTAVAIL;
     case errc::timed_out: return ETIMEDOUT;
-    case errc::daemon_unavailable: report_daemon_problem(f); return ENETDOWN;
+    case errc::daemon_unavailable: report_daemon_problem(problem); return ENETDOWN;
     case errc::permission_denied: return EACCES;
     case errc::limit_reached: return ENOBUFS;
     case errc::invalid_argument:
@@ -87,6 +88,8 @@ int errno_for(const failure& f) {
   }
 }
 
+int errno_for(const failure& f) { return errno_for(f.code(), f.message().c_str()); }
+
 int fail(const failure& f) { return fail(errno_for(f)); }
 
 std::chrono::milliseconds timeout_of(const timeval& tv) {
@@ -94,29 +97,39 @@ std::chrono::milliseconds timeout_of(const timeval& tv) {
       std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec));
 }
 
-// The reply on `control`, waiting at most `limit` (the shared client's
-// reading; replies the shim waits for carry no fd, and any is closed here).
-result<wire::reply> await_reply(int control, std::chrono::milliseconds limit) {
-  auto answer = detail::await_reply(control, limit, "");
-  if (!answer) return answer.error();
-  return answer->first;
+// The reply on `control`, waiting at most `limit`: 0, or the errno for its
+// error. Nothing is allocated on the way, whatever the answer (the calls
+// run in forked children of threaded programs too). Replies the shim waits
+// for carry no fd; any is closed.
+int await_reply(int control, std::chrono::milliseconds limit, wire::reply& reply) {
+  const std::error_code error = detail::read_reply(control, limit, reply);
+  return error ? errno_for(error, "hvsockd closed a control connection") : 0;
 }
 
-result<unique_fd> open_control() { return detail::open_control(detail::process_control_socket()); }
+// The process's control socket, found when the shim loads (a string built
+// per call would be an allocation per call).
+const std::string* control_socket = nullptr;
+
+result<unique_fd> open_control() {
+  if (control_socket == nullptr) return detail::open_control(detail::process_control_socket());
+  return detail::open_control(*control_socket);
+}
 
 // A bind_request with backlog 0 on a new control connection: the address
-// is reserved for as long as that connection stays open.
-result<unique_fd> reserve(const endpoint& local) {
+// is reserved for as long as that connection stays open. 0 and the
+// connection in `held`, or the errno.
+int reserve(const endpoint& local, unique_fd& held) {
   auto control = open_control();
-  if (!control) return control.error();
+  if (!control) return errno_for(control.error());
   auto request = wire::make<wire::bind_request>(wire::message_type::bind_request);
   request.local = wire::to_raw(local);
   request.backlog = 0;
   if (auto sent = detail::send_message(control->get(), wire::as_bytes(request)); !sent)
-    return sent.error();
-  auto reply = await_reply(control->get(), daemon_reply_limit);
-  if (!reply) return reply.error();
-  return std::move(*control);
+    return errno_for(sent.error());
+  wire::reply reply{};
+  if (const int err = await_reply(control->get(), daemon_reply_limit, reply)) return err;
+  held = std::move(*control);
+  return 0;
 }
 
 std::uint32_t random_ephemeral_port() {
@@ -207,6 +220,12 @@ constexpr timeval default_connect_timeout{2, 0};
 
 }  // namespace
 
+void prepare_emulation() {
+  socket_table::instance();  // and its fork handlers
+  (void)hvsock_category();   // a function-local static too
+  control_socket = new std::string(detail::process_control_socket());  // never freed
+}
+
 std::uint32_t own_cid() {
   if (const char* v = std::getenv("HVSOCK_CID"); v != nullptr && *v != '\0')
     return static_cast<std::uint32_t>(std::strtoul(v, nullptr, 10));
@@ -225,7 +244,7 @@ int emulated_socket_call(int domain, int type, int protocol) {
   }
   const int fd = real::socket(AF_UNIX, SOCK_STREAM | flags, 0);
   if (fd < 0) return -1;
-  auto s = std::make_shared<emulated_socket>();
+  auto s = socket_table::instance().make_socket();
   s->family = domain;
   socket_table::instance().set(fd, std::move(s));
   return fd;
@@ -244,28 +263,28 @@ int emulated_bind(emulated_socket& s, const sockaddr* addr, socklen_t len) {
     // Every connection to this partition is addressed to its CID, so any
     // CID it may bind means "whoever may reach this partition".
     const bool any_port = want.svm_port == VMADDR_PORT_ANY;
-    failure last;
+    int err = 0;
     for (int i = 0; i < (any_port ? ephemeral_tries : 1); ++i) {
       const std::uint32_t port = any_port ? random_ephemeral_port() : want.svm_port;
       const endpoint local{vm_id_wildcard, service_id_from_port(port)};
-      auto held = reserve(local);
-      if (held) {
-        s.reservation = held->release();
+      unique_fd held;
+      err = reserve(local, held);
+      if (err == 0) {
+        s.reservation = held.release();
         s.state = socket_state::bound;
         s.local_vsock = {want.svm_cid, port};
         s.local = local;
         return 0;
       }
-      last = held.error();
-      if (last.code() != make_error_code(errc::address_in_use)) break;
+      if (err != EADDRINUSE) break;
     }
-    return fail(last);
+    return fail(err);
   }
   auto local = endpoint_from_sockaddr_hv(addr, len);
   if (!local) return fail(len < sizeof(sockaddr_hv) ? EINVAL : EAFNOSUPPORT);
-  auto held = reserve(*local);
-  if (!held) return fail(held.error());
-  s.reservation = held->release();
+  unique_fd held;
+  if (const int err = reserve(*local, held)) return fail(err);
+  s.reservation = held.release();
   s.state = socket_state::bound;
   s.local = *local;
   s.local_vsock = {VMADDR_CID_ANY, port_of(local->service)};
@@ -282,14 +301,15 @@ int emulated_listen(int fd, emulated_socket& s, int backlog) {
   request.backlog = static_cast<std::uint32_t>(std::clamp(backlog, 0, max_backlog - 1) + 1);
   if (auto sent = detail::send_message(s.reservation, wire::as_bytes(request)); !sent)
     return fail(sent.error());
-  if (auto reply = await_reply(s.reservation, daemon_reply_limit); !reply)
-    return fail(reply.error());
+  wire::reply reply{};
+  if (const int err = await_reply(s.reservation, daemon_reply_limit, reply)) return fail(err);
   // The reservation becomes the application's fd, with its flags.
   const int status = real::fcntl_int(fd, F_GETFL, 0);
   const int fd_flags = real::fcntl_int(fd, F_GETFD, 0);
   if (real::dup3(s.reservation, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) return -1;
-  real::close(s.reservation);
-  s.reservation = -1;
+  // Forgotten before it is closed: a child forked in between must not
+  // close the number again later, when it may be another fd.
+  real::close(std::exchange(s.reservation, -1));
   if (status >= 0) real::fcntl_int(fd, F_SETFL, status & O_NONBLOCK);
   s.state = socket_state::listening;
   return 0;
@@ -311,8 +331,7 @@ int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, 
     return fail(got.error());
   }
   if (got->size == 0) {
-    report_daemon_problem(
-        failure(errc::daemon_unavailable, "hvsockd closed a listener's control connection"));
+    report_daemon_problem("hvsockd closed a listener's control connection");
     return fail(ECONNABORTED);
   }
   auto incoming =
@@ -327,7 +346,7 @@ int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, 
     const int status = real::fcntl_int(stream.get(), F_GETFL, 0);
     real::fcntl_int(stream.get(), F_SETFL, status | O_NONBLOCK);
   }
-  auto accepted = std::make_shared<emulated_socket>();
+  auto accepted = socket_table::instance().make_socket();
   accepted->family = family;
   accepted->state = socket_state::connected;
   accepted->local = wire::from_raw(incoming->local);
@@ -367,8 +386,7 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
       request.local_port = *port;
     }
     // The connection, not the reservation, holds the port from now on.
-    real::close(s.reservation);
-    s.reservation = -1;
+    real::close(std::exchange(s.reservation, -1));
   }
   auto control = open_control();
   if (!control) return fail(control.error());
@@ -378,24 +396,24 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
   // connect is already over when it returns: the socket is connected, or
   // the refusal waits in SO_ERROR (docs/compatibility.md).
   const bool non_blocking = real::fcntl_int(fd, F_GETFL, 0) & O_NONBLOCK;
-  auto reply = await_reply(control->get(), timeout_of(s.connect_timeout));
-  if (!reply) {
+  wire::reply reply{};
+  if (const int err = await_reply(control->get(), timeout_of(s.connect_timeout), reply)) {
     renew_if_connected(fd);
     s.state = socket_state::unbound;
     if (non_blocking) {
-      s.pending_error = errno_for(reply.error());
+      s.pending_error = err;
       return fail(EINPROGRESS);
     }
-    return fail(reply.error());
+    return fail(err);
   }
   s.state = socket_state::connected;
-  s.local = wire::from_raw(reply->local);
-  s.peer = wire::from_raw(reply->peer);
+  s.local = wire::from_raw(reply.local);
+  s.peer = wire::from_raw(reply.peer);
   // Linux leaves an autobound connector's CID at VMADDR_CID_ANY; a bound
   // one keeps the CID it bound.
   s.local_vsock.port = port_of(s.local.service);
   s.peer_vsock =
-      s.family == AF_VSOCK ? peer_vsock : vsock_address{reply->peer_cid, port_of(s.peer.service)};
+      s.family == AF_VSOCK ? peer_vsock : vsock_address{reply.peer_cid, port_of(s.peer.service)};
   return non_blocking ? fail(EINPROGRESS) : 0;
 }
 

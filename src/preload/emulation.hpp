@@ -18,6 +18,12 @@
 
 namespace hvsock::preload {
 
+// Makes, while the shim loads and the program has no threads yet, what
+// the calls below would otherwise make on first use: in a forked child of
+// a threaded program, first use could wait forever on a lock or a static's
+// guard that a thread the child does not have was holding.
+void prepare_emulation();
+
 // The partition's CID (HVSOCK_CID, which `hvsock run` sets; else the host, 2).
 std::uint32_t own_cid();
 

@@ -48,11 +48,19 @@ bool is_vsock_device(const char* path) {
 // and the real device is never opened.
 int open_vsock_device(int flags) {
   const int fd = real::openat(AT_FDCWD, "/dev/null", (flags & O_CLOEXEC) | O_RDONLY, 0);
-  if (fd >= 0) socket_table::instance().set(fd, std::make_shared<preload::emulated_socket>());
+  if (fd >= 0) socket_table::instance().set(fd, socket_table::instance().make_socket());
   return fd;
 }
 
 bool has_mode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
+
+// Everything the wrappers need is made while the shim loads, before the
+// program has threads: made on first use, it could be half made by one
+// thread when another forks, and the child would wait for it forever.
+__attribute__((constructor)) void prepare_shim() {
+  real::resolve_all();
+  preload::prepare_emulation();
+}
 
 }  // namespace
 

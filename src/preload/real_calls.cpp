@@ -1,5 +1,5 @@
-// real_calls: each resolved once, on first use (function-local statics are
-// thread-safe), so nothing runs before the C library is ready.
+// real_calls: each resolved by resolve_all() when the shim loads, or on
+// first use if something calls it earlier (another library's constructor).
 #include "preload/real_calls.hpp"
 
 #include <dlfcn.h>
@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -25,88 +26,109 @@ Function* next(const char* name) {
   return reinterpret_cast<Function*>(f);
 }
 
-#define HVSOCK_REAL(name) static auto* const f = next<decltype(::name)>(#name)
+// One C library call. An atomic, not a function-local static: a static's
+// guard, held by a thread that was resolving it when another thread forked,
+// would stop the child's first use forever. Resolving twice is harmless.
+template <class Function>
+class next_call {
+ public:
+  constexpr explicit next_call(const char* name) : name_(name) {}
+  Function* operator()() {
+    Function* f = f_.load(std::memory_order_acquire);
+    if (f == nullptr) {
+      f = next<Function>(name_);
+      f_.store(f, std::memory_order_release);
+    }
+    return f;
+  }
+
+ private:
+  const char* name_;
+  std::atomic<Function*> f_{nullptr};
+};
+
+#define HVSOCK_REAL(name) constinit next_call<decltype(::name)> name##_call(#name)
+HVSOCK_REAL(socket);
+HVSOCK_REAL(socketpair);
+HVSOCK_REAL(bind);
+HVSOCK_REAL(listen);
+HVSOCK_REAL(accept4);
+HVSOCK_REAL(connect);
+HVSOCK_REAL(getsockname);
+HVSOCK_REAL(getpeername);
+HVSOCK_REAL(getsockopt);
+HVSOCK_REAL(setsockopt);
+HVSOCK_REAL(shutdown);
+HVSOCK_REAL(close);
+HVSOCK_REAL(dup);
+HVSOCK_REAL(dup2);
+HVSOCK_REAL(dup3);
+#undef HVSOCK_REAL
+constinit next_call<int(int, int, ...)> fcntl_call("fcntl");
+constinit next_call<int(int, unsigned long, ...)> ioctl_call("ioctl");
+constinit next_call<int(int, const char*, int, ...)> openat_call("openat");
+constinit next_call<long(long, ...)> syscall_call("syscall");
 
 }  // namespace
 
-int socket(int domain, int type, int protocol) {
-  HVSOCK_REAL(socket);
-  return f(domain, type, protocol);
+void resolve_all() {
+  socket_call();
+  socketpair_call();
+  bind_call();
+  listen_call();
+  accept4_call();
+  connect_call();
+  getsockname_call();
+  getpeername_call();
+  getsockopt_call();
+  setsockopt_call();
+  shutdown_call();
+  close_call();
+  dup_call();
+  dup2_call();
+  dup3_call();
+  fcntl_call();
+  ioctl_call();
+  openat_call();
+  syscall_call();
 }
+
+int socket(int domain, int type, int protocol) { return socket_call()(domain, type, protocol); }
 int socketpair(int domain, int type, int protocol, int fds[2]) {
-  HVSOCK_REAL(socketpair);
-  return f(domain, type, protocol, fds);
+  return socketpair_call()(domain, type, protocol, fds);
 }
-int bind(int fd, const sockaddr* addr, socklen_t len) {
-  HVSOCK_REAL(bind);
-  return f(fd, addr, len);
-}
-int listen(int fd, int backlog) {
-  HVSOCK_REAL(listen);
-  return f(fd, backlog);
-}
+int bind(int fd, const sockaddr* addr, socklen_t len) { return bind_call()(fd, addr, len); }
+int listen(int fd, int backlog) { return listen_call()(fd, backlog); }
 int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
-  HVSOCK_REAL(accept4);
-  return f(fd, addr, len, flags);
+  return accept4_call()(fd, addr, len, flags);
 }
-int connect(int fd, const sockaddr* addr, socklen_t len) {
-  HVSOCK_REAL(connect);
-  return f(fd, addr, len);
-}
+int connect(int fd, const sockaddr* addr, socklen_t len) { return connect_call()(fd, addr, len); }
 int getsockname(int fd, sockaddr* addr, socklen_t* len) {
-  HVSOCK_REAL(getsockname);
-  return f(fd, addr, len);
+  return getsockname_call()(fd, addr, len);
 }
 int getpeername(int fd, sockaddr* addr, socklen_t* len) {
-  HVSOCK_REAL(getpeername);
-  return f(fd, addr, len);
+  return getpeername_call()(fd, addr, len);
 }
 int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
-  HVSOCK_REAL(getsockopt);
-  return f(fd, level, name, value, len);
+  return getsockopt_call()(fd, level, name, value, len);
 }
 int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
-  HVSOCK_REAL(setsockopt);
-  return f(fd, level, name, value, len);
+  return setsockopt_call()(fd, level, name, value, len);
 }
-int shutdown(int fd, int how) {
-  HVSOCK_REAL(shutdown);
-  return f(fd, how);
-}
-int close(int fd) {
-  HVSOCK_REAL(close);
-  return f(fd);
-}
-int dup(int fd) {
-  HVSOCK_REAL(dup);
-  return f(fd);
-}
-int dup2(int fd, int to) {
-  HVSOCK_REAL(dup2);
-  return f(fd, to);
-}
-int dup3(int fd, int to, int flags) {
-  HVSOCK_REAL(dup3);
-  return f(fd, to, flags);
-}
-int (*real_fcntl())(int, int, ...) {
-  static auto* const f = next<int(int, int, ...)>("fcntl");
-  return f;
-}
-int fcntl_int(int fd, int cmd, int arg) { return real_fcntl()(fd, cmd, arg); }
-int fcntl_any(int fd, int cmd, void* arg) { return real_fcntl()(fd, cmd, arg); }
-int ioctl_ptr(int fd, unsigned long request, void* arg) {
-  static auto* const f = next<int(int, unsigned long, ...)>("ioctl");
-  return f(fd, request, arg);
-}
+int shutdown(int fd, int how) { return shutdown_call()(fd, how); }
+int close(int fd) { return close_call()(fd); }
+int dup(int fd) { return dup_call()(fd); }
+int dup2(int fd, int to) { return dup2_call()(fd, to); }
+int dup3(int fd, int to, int flags) { return dup3_call()(fd, to, flags); }
+int fcntl_int(int fd, int cmd, int arg) { return fcntl_call()(fd, cmd, arg); }
+int fcntl_any(int fd, int cmd, void* arg) { return fcntl_call()(fd, cmd, arg); }
+int ioctl_ptr(int fd, unsigned long request, void* arg) { return ioctl_call()(fd, request, arg); }
 int openat(int dirfd, const char* path, int flags, mode_t mode) {
-  static auto* const f = next<int(int, const char*, int, ...)>("openat");
-  return f(dirfd, path, flags, mode);
+  return openat_call()(dirfd, path, flags, mode);
 }
 
 long syscall6(long number, const long (&args)[6]) {
-  static auto* const f = next<long(long, ...)>("syscall");
-  return f(number, args[0], args[1], args[2], args[3], args[4], args[5]);
+  return syscall_call()(number, args[0], args[1], args[2], args[3], args[4], args[5]);
 }
 
 }  // namespace hvsock::preload::real

@@ -8,6 +8,10 @@
 
 namespace hvsock::preload::real {
 
+// Looks every call up now (the shim does when it loads, before the program
+// has threads), so that none is looked up later, in a forked child say.
+void resolve_all();
+
 int socket(int domain, int type, int protocol);
 int socketpair(int domain, int type, int protocol, int fds[2]);
 int bind(int fd, const sockaddr* addr, socklen_t len);

@@ -1,10 +1,34 @@
 #include "preload/socket_table.hpp"
 
 #include <pthread.h>
+#include <sys/mman.h>
+
+#include <new>
 
 #include "preload/real_calls.hpp"
 
 namespace hvsock::preload {
+
+void* fork_safe_memory::pages::do_allocate(std::size_t bytes, std::size_t alignment) {
+  (void)alignment;  // pages are aligned beyond anything the pool asks for
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return p;
+}
+
+void fork_safe_memory::pages::do_deallocate(void* p, std::size_t bytes, std::size_t) {
+  ::munmap(p, bytes);
+}
+
+void* fork_safe_memory::do_allocate(std::size_t bytes, std::size_t alignment) {
+  std::lock_guard guard(lock_);
+  return pool_.allocate(bytes, alignment);
+}
+
+void fork_safe_memory::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  std::lock_guard guard(lock_);
+  pool_.deallocate(p, bytes, alignment);
+}
 
 emulated_socket::~emulated_socket() {
   if (reservation >= 0) real::close(reservation);
@@ -14,11 +38,43 @@ socket_table& socket_table::instance() {
   // Never destroyed: other libraries' destructors may still close sockets.
   static socket_table* const table = [] {
     auto* t = new socket_table;
-    ::pthread_atfork([] { instance().lock_for_fork(); }, [] { instance().unlock_after_fork(); },
-                     [] { instance().unlock_after_fork(); });
+    ::pthread_atfork([] { instance().lock_for_fork(); }, [] { instance().unlock_in_parent(); },
+                     [] { instance().unlock_in_child(); });
     return t;
   }();
   return *table;
+}
+
+std::shared_ptr<emulated_socket> socket_table::make_socket() {
+  return std::allocate_shared<emulated_socket>(
+      std::pmr::polymorphic_allocator<emulated_socket>(&memory_));
+}
+
+void socket_table::lock_for_fork() {
+  lock_.lock();
+  memory_.lock();
+}
+
+void socket_table::unlock_in_parent() {
+  memory_.unlock();
+  lock_.unlock();
+}
+
+void socket_table::unlock_in_child() {
+  // Only the thread that forked lives on, and it is in fork(), not in a
+  // call on a socket: a socket lock held now was held by a thread the child
+  // does not have, and would stop the child's next call on that socket
+  // forever. What that call had changed so far stays (the parent may go on
+  // changing the shared socket itself anyway).
+  for (auto& entry : sockets_) {
+    std::mutex& held = entry.second->lock;
+    if (held.try_lock())
+      held.unlock();
+    else
+      new (&held) std::mutex;
+  }
+  memory_.unlock();
+  lock_.unlock();
 }
 
 std::shared_ptr<emulated_socket> socket_table::find(int fd) {

@@ -6,12 +6,20 @@
 // Thread safety: all members are safe to call from any thread; the lock is
 // held only for the map itself. After fork() the child's table is a copy
 // (the lock is taken around fork, so the copy is consistent).
+//
+// Fork safety: a forked child of a threaded program has only the thread
+// that forked; a lock another thread held at that moment stays held. So the
+// table and the sockets' state live in memory of their own (not malloc's,
+// whose locks the shim cannot take around fork: ASan's allocator does not
+// guard against that itself), and in the child a socket's lock still held
+// is made anew.
 #pragma once
 
 #include <sys/time.h>
 
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <unordered_map>
 
@@ -47,9 +55,36 @@ struct emulated_socket {
   std::uint64_t buffer_size = 262144, buffer_min = 128, buffer_max = 262144;
 };
 
+// Pages from mmap, pooled; one lock, which fork handlers can take.
+class fork_safe_memory final : public std::pmr::memory_resource {
+ public:
+  void lock() { lock_.lock(); }
+  void unlock() { lock_.unlock(); }
+
+ private:
+  struct pages final : std::pmr::memory_resource {
+    void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+    void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+    bool do_is_equal(const memory_resource& other) const noexcept override {
+      return this == &other;
+    }
+  };
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_is_equal(const memory_resource& other) const noexcept override { return this == &other; }
+
+  std::mutex lock_;
+  pages pages_;
+  std::pmr::unsynchronized_pool_resource pool_{&pages_};
+};
+
 class socket_table {
  public:
+  // Made when the shim loads (prepare_shim), before the program has threads.
   static socket_table& instance();
+
+  // A new socket's state (not in the table yet).
+  std::shared_ptr<emulated_socket> make_socket();
 
   std::shared_ptr<emulated_socket> find(int fd);
   void set(int fd, std::shared_ptr<emulated_socket> s);
@@ -58,12 +93,14 @@ class socket_table {
   // Makes `to` share `from`'s state (dup); forgets `to`'s old state.
   void copy(int from, int to);
 
-  void lock_for_fork() { lock_.lock(); }
-  void unlock_after_fork() { lock_.unlock(); }
+  void lock_for_fork();
+  void unlock_in_parent();
+  void unlock_in_child();
 
  private:
-  std::mutex lock_;
-  std::unordered_map<int, std::shared_ptr<emulated_socket>> sockets_;
+  std::mutex lock_;  // before memory_'s, when both are taken
+  fork_safe_memory memory_;
+  std::pmr::unordered_map<int, std::shared_ptr<emulated_socket>> sockets_{&memory_};
 };
 
 }  // namespace hvsock::preload

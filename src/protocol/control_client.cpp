@@ -23,29 +23,44 @@ result<unique_fd> open_control(const std::string& path) {
   return fd;
 }
 
+std::error_code read_reply(int control, std::chrono::milliseconds timeout, wire::reply& reply,
+                           unique_fd* fd) {
+  if (auto ready = wait_ready(control, POLLIN, timeout); !ready)
+    return make_error_code(errc::timed_out);
+  std::array<std::byte, wire::max_message_size + 1> raw{};
+  auto got = receive_message(control, raw);
+  if (!got) return got.error().code();
+  if (got->size == 0) return make_error_code(errc::daemon_unavailable);
+  auto decoded =
+      wire::decode<wire::reply>(std::span(raw.data(), got->size), wire::message_type::reply);
+  if (!decoded || got->truncated) return make_error_code(errc::protocol_error);
+  reply = *decoded;
+  if (fd != nullptr) *fd = std::move(got->fd);
+  if (reply.status != 0) return make_error_code(static_cast<errc>(reply.status));
+  return {};
+}
+
 result<std::pair<wire::reply, unique_fd>> await_reply(int control,
                                                       std::chrono::milliseconds timeout,
                                                       const std::string& what) {
   auto context = [&](failure f) { return what.empty() ? f : f.with_context(what); };
-  if (auto ready = wait_ready(control, POLLIN, timeout); !ready)
+  wire::reply reply{};
+  unique_fd fd;
+  const std::error_code error = read_reply(control, timeout, reply, &fd);
+  if (!error) return std::pair{reply, std::move(fd)};
+  if (reply.status != 0) {
+    std::string reason = wire::reply_reason(reply);
+    if (reason.empty()) reason = error.message();
+    return context(failure(error, std::move(reason)));
+  }
+  if (error == make_error_code(errc::timed_out))
     return context(failure(errc::timed_out, "no answer from hvsockd within " +
                                                 std::to_string(timeout.count()) + " ms"));
-  std::array<std::byte, wire::max_message_size + 1> raw{};
-  auto got = receive_message(control, raw);
-  if (!got) return context(got.error());
-  if (got->size == 0)
+  if (error == make_error_code(errc::daemon_unavailable))
     return context(failure(errc::daemon_unavailable, "hvsockd closed the connection"));
-  auto reply =
-      wire::decode<wire::reply>(std::span(raw.data(), got->size), wire::message_type::reply);
-  if (!reply || got->truncated)
+  if (error == make_error_code(errc::protocol_error))
     return context(failure(errc::protocol_error, "malformed reply from hvsockd"));
-  if (reply->status != 0) {
-    const auto code = make_error_code(static_cast<errc>(reply->status));
-    std::string reason = wire::reply_reason(*reply);
-    if (reason.empty()) reason = code.message();
-    return context(failure(code, std::move(reason)));
-  }
-  return std::pair{*reply, std::move(got->fd)};
+  return context(make_error(error, "recvmsg"));
 }
 
 namespace {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 
 #include <hvsock/endpoint.hpp>
@@ -26,6 +27,17 @@ namespace hvsock::detail {
 
 // A new SOCK_SEQPACKET connection to the control socket at `path`.
 result<unique_fd> open_control(const std::string& path);
+
+// await_reply's reading without its words: waits at most `timeout` for the
+// reply on `control` and returns its error's code (a refusal's errc, or
+// timed_out, daemon_unavailable, protocol_error, or recvmsg's error), with
+// `reply` filled in when one was read (also a refusal's). Allocates nothing
+// unless poll or recvmsg itself fails: the preload shim calls it in forked
+// children of threaded programs, where malloc's locks may be held forever by
+// threads the child does not have.
+// The fd the reply carried goes to `fd`, or is closed when that is null.
+std::error_code read_reply(int control, std::chrono::milliseconds timeout, wire::reply& reply,
+                           unique_fd* fd = nullptr);
 
 // Waits at most `timeout` for the reply on `control`. A refusal becomes a
 // failure with the daemon's reason (prefixed "what: " when `what` is not
