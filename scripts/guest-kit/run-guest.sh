@@ -17,6 +17,12 @@
 #   --vsock-socket PATH    add a vhost-user-vsock-pci device whose backend
 #                          (hvsockd) listens on the Unix socket PATH, with the
 #                          shared memfd guest memory that vhost-user needs
+#   --machine q35          the q35 machine (default: QEMU's pc); the vsock
+#                          device then sits on a PCIe root port, where it can
+#                          be hot-unplugged (q35's own bus cannot)
+#   --qmp PATH             QEMU serves QMP on the Unix socket PATH (for
+#                          hvsock vm create --qmp PATH: hvsockd re-plugs the
+#                          vsock device through it after hvsockd restarts)
 #   --timeout SECONDS      stop QEMU after this long (default 120; 0: never)
 #   --log FILE             also write the guest's console output to FILE
 #   --pidfile FILE         QEMU writes its pid there (to kill it in a test)
@@ -62,6 +68,8 @@ envs=()
 append=""
 memory=512M
 vsock_socket=""
+qmp_socket=""
+machine=""
 timeout_s=120
 log=""
 pidfile=""
@@ -80,6 +88,8 @@ while (($#)); do
     --append) (($# >= 2)) || usage; append+=" $2"; shift 2 ;;
     --memory) (($# >= 2)) || usage; memory=$2; shift 2 ;;
     --vsock-socket) (($# >= 2)) || usage; vsock_socket=$2; shift 2 ;;
+    --qmp) (($# >= 2)) || usage; qmp_socket=$2; shift 2 ;;
+    --machine) (($# >= 2)) || usage; machine=$2; shift 2 ;;
     --timeout) (($# >= 2)) || usage; timeout_s=$2; shift 2 ;;
     --log) (($# >= 2)) || usage; log=$2; shift 2 ;;
     --pidfile) (($# >= 2)) || usage; pidfile=$2; shift 2 ;;
@@ -101,6 +111,7 @@ while (($#)); do
   esac
 done
 [[ "$timeout_s" =~ ^[0-9]+$ ]] || die "--timeout wants whole seconds"
+[[ -z "$machine" || "$machine" == q35 ]] || die "--machine: only q35 is supported (the default is QEMU's pc)"
 
 [[ -f "$kit/kit.env" ]] || die "no kit in $kit: build it with scripts/guest-kit/build-kit.sh $kit"
 kernel="$kit/vmlinuz"
@@ -171,6 +182,7 @@ qemu=(
   -kernel "$kernel" -initrd "$initrd" -append "$cmdline"
   -no-reboot
 )
+[[ -z "$machine" ]] || qemu+=(-machine "$machine")
 # qboot, QEMU's minimal firmware, starts the kernel about 0.3 s sooner than
 # the default SeaBIOS; PCI devices (virtio, vhost-user) work the same.
 if [[ "$firmware" == qboot && -f "$qboot_rom" ]]; then
@@ -187,10 +199,22 @@ if [[ -n "$vsock_socket" ]]; then
     -object "memory-backend-memfd,id=hvsock-mem,size=$memory,share=on"
     -machine memory-backend=hvsock-mem
     -chardev "socket,id=hvsock-vsock,path=$vsock_socket"
-    -device vhost-user-vsock-pci,chardev=hvsock-vsock
   )
+  if [[ "$machine" == q35 ]]; then
+    # shellcheck disable=SC2054
+    qemu+=(
+      -device pcie-root-port,id=hvsock-rp,bus=pcie.0,chassis=1
+      -device vhost-user-vsock-pci,chardev=hvsock-vsock,bus=hvsock-rp,id=hvsock-vsock-dev
+    )
+  else
+    qemu+=(-device vhost-user-vsock-pci,chardev=hvsock-vsock)
+  fi
 fi
 [[ -z "$pidfile" ]] || qemu+=(-pidfile "$pidfile")
+# wait=off: QEMU starts without waiting for a QMP client. The guest kernel
+# ejects a device on request through ACPI PCI hotplug (acpiphp), which the
+# default machine's slots support, so hvsockd can re-plug the vsock device.
+[[ -z "$qmp_socket" ]] || qemu+=(-qmp "unix:$qmp_socket,server=on,wait=off")
 qemu+=("${qemu_extra[@]}")
 
 if ((print_command)); then

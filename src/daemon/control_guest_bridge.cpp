@@ -46,7 +46,27 @@ result<void> control_server::open_guest(const partition& p) {
       log_);
   if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
   guests_.emplace(name, std::move(*guest));
+  if (!p.qmp_socket.empty())
+    replugs_.emplace(
+        name, std::make_unique<qemu_replug>(
+                  loop_, qemu_replug::target{name, vhost_user_socket_path(name), p.qmp_socket},
+                  [this, name] { return guest_attached(name); }, log_));
   return {};
+}
+
+void control_server::reattach_qemu_guests() {
+  for (const auto& [name, guest] : guests_) {
+    if (guest->attached()) continue;
+    if (auto r = replugs_.find(name); r != replugs_.end()) {
+      r->second->start();
+      continue;
+    }
+    log_(
+        fmt::format("{}: no QMP socket recorded for this QEMU guest, so hvsockd cannot "
+                    "reattach a QEMU still running from before this start: restart that QEMU "
+                    "(or create the VM with --qmp)",
+                    name));
+  }
 }
 
 void control_server::connect_into_guest(client& c, const partition& source, const endpoint& target,

@@ -71,6 +71,7 @@
 #include "daemon/log_limiter.hpp"
 #include "daemon/partition_tree.hpp"
 #include "daemon/qemu_guest.hpp"
+#include "daemon/qemu_replug.hpp"
 #include "daemon/router.hpp"
 #include "daemon/service_counters.hpp"
 #include "daemon/service_registry.hpp"
@@ -121,6 +122,12 @@ class control_server {
   std::string vhost_user_socket_path(std::string_view partition_name) const;
   bool guest_attached(std::string_view partition_name) const;
   std::size_t client_count() const { return clients_.size(); }
+
+  // At start-up: a QEMU that was attached to the previous hvsockd is still
+  // running with a dead vsock device. Guests with a QMP socket get their
+  // device re-plugged (qemu_replug); for the others one line says that
+  // their QEMU must be restarted.
+  void reattach_qemu_guests();
 
  private:
   struct partition_socket {
@@ -243,6 +250,8 @@ class control_server {
 
   std::map<std::string, partition_socket, std::less<>> sockets_;
   std::map<std::string, std::unique_ptr<qemu_guest>, std::less<>> guests_;
+  // QEMU guests with a QMP socket; after guests_, so destroyed first.
+  std::map<std::string, std::unique_ptr<qemu_replug>, std::less<>> replugs_;
   std::unordered_map<std::uint64_t, client> clients_;
   std::optional<socket_broker> socket_broker_;  // opened at the first connect_socket_request
   std::uint64_t next_client_id_ = 1;

@@ -203,6 +203,7 @@ json management_server::describe(const partition& p) const {
     out["control_socket"] = nullptr;
     out["vhost_user_socket"] = ctx_.control.vhost_user_socket_path(p.name);
     out["guest_attached"] = ctx_.control.guest_attached(p.name);
+    out["qmp_socket"] = p.qmp_socket.empty() ? json(nullptr) : json(p.qmp_socket);
   } else {
     out["control_socket"] = ctx_.control.socket_path(p.name);
   }
@@ -321,6 +322,15 @@ result<json> management_server::vm_create(const json& request) {
   auto qemu = optional_bool(request, "qemu", op);
   if (!qemu) return qemu.error();
   spec.qemu = *qemu;
+  auto qmp = optional_string(request, "qmp", op);
+  if (!qmp) return qmp.error();
+  if (*qmp) {
+    if (!spec.qemu)
+      return bad_request("vm.create: \"qmp\" is only for a QEMU guest (add \"qemu\": true)");
+    if (auto ok = partition_tree::check_qmp_socket(**qmp); !ok)
+      return bad_request(fmt::format("vm.create: \"qmp\": {}", ok.error().message()));
+    spec.qmp_socket = std::move(**qmp);
+  }
 
   const partition_tree before = ctx_.partitions;
   auto created = ctx_.partitions.create(spec);
@@ -334,8 +344,9 @@ result<json> management_server::vm_create(const json& request) {
     return ok.error();
   }
   const partition& p = *ctx_.partitions.find(spec.name);
-  log_(fmt::format("partition created: \"{}\" ({}, VmId {}, CID {}, parent \"{}\")", p.name,
-                   to_string(p.kind), p.id.to_string(), p.cid, spec.parent));
+  log_(fmt::format("partition created: \"{}\" ({}, VmId {}, CID {}, parent \"{}\"{})", p.name,
+                   to_string(p.kind), p.id.to_string(), p.cid, spec.parent,
+                   p.qmp_socket.empty() ? "" : ", QMP socket " + p.qmp_socket));
   return describe(p);
 }
 

@@ -43,7 +43,8 @@ std::optional<partition_kind> partition_kind_from_string(std::string_view text) 
 
 partition_tree::partition_tree(vm_id host_id, std::size_t max_partitions)
     : max_partitions_(max_partitions) {
-  partition host{std::string(host_name), host_id, partition_kind::host, host_cid, std::nullopt};
+  partition host{
+      std::string(host_name), host_id, partition_kind::host, host_cid, std::nullopt, false, {}};
   name_by_id_.emplace(host_id, host.name);
   name_by_cid_.emplace(host_cid, host.name);
   by_name_.emplace(host.name, std::move(host));
@@ -78,6 +79,24 @@ result<void> partition_tree::check_id(const vm_id& id) {
   return {};
 }
 
+result<void> partition_tree::check_qmp_socket(std::string_view path) {
+  // sockaddr_un's sun_path holds 108 bytes, the terminating NUL included.
+  constexpr std::size_t max_socket_path = 107;
+  if (path.empty() || path.front() != '/')
+    return failure(
+        errc::invalid_argument,
+        fmt::format("the QMP socket must be an absolute path, not \"{}\"", path.substr(0, 200)));
+  if (path.size() > max_socket_path)
+    return failure(errc::invalid_argument,
+                   fmt::format("the QMP socket path is {} bytes long; a Unix socket path has at "
+                               "most {}",
+                               path.size(), max_socket_path));
+  for (char c : path)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      return failure(errc::invalid_argument, "the QMP socket path contains a control character");
+  return {};
+}
+
 std::uint32_t partition_tree::lowest_free_cid() const {
   std::uint32_t candidate = first_guest_cid;
   for (auto it = name_by_cid_.lower_bound(first_guest_cid); it != name_by_cid_.end(); ++it) {
@@ -105,6 +124,12 @@ result<const partition*> partition_tree::create(const partition_spec& spec) {
                                describe(*parent)));
   if (spec.qemu && spec.kind != partition_kind::vm)
     return failure(errc::invalid_argument, "only a VM can be a QEMU guest, not a container");
+  if (!spec.qmp_socket.empty()) {
+    if (!spec.qemu)
+      return failure(errc::invalid_argument,
+                     "a QMP socket is only for a QEMU guest (create the VM as a QEMU guest)");
+    if (auto ok = check_qmp_socket(spec.qmp_socket); !ok) return ok.error();
+  }
   if (spec.kind == partition_kind::container && parent->kind == partition_kind::container)
     return failure(
         errc::invalid_argument,
@@ -149,7 +174,7 @@ result<const partition*> partition_tree::create(const partition_spec& spec) {
         errc::limit_reached,
         fmt::format("the switch already has {} partitions (the limit)", max_partitions_));
 
-  partition p{spec.name, id, spec.kind, cid, parent->id, spec.qemu};
+  partition p{spec.name, id, spec.kind, cid, parent->id, spec.qemu, spec.qmp_socket};
   name_by_id_.emplace(id, p.name);
   name_by_cid_.emplace(cid, p.name);
   auto [it, inserted] = by_name_.emplace(p.name, std::move(p));

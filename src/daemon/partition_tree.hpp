@@ -41,6 +41,9 @@ struct partition {
   // A real QEMU guest behind a vhost-user-vsock socket, instead of processes
   // joining through a control socket. Only VMs can be.
   bool qemu = false;
+  // The QMP socket of that QEMU (absolute path; empty: none), through which
+  // hvsockd re-plugs the guest's vsock device after hvsockd restarts.
+  std::string qmp_socket;
 };
 
 // What a caller asks for; unset id/cid are chosen by the tree.
@@ -51,6 +54,7 @@ struct partition_spec {
   std::optional<vm_id> id;
   std::optional<std::uint32_t> cid;
   bool qemu = false;
+  std::string qmp_socket;  // only for a QEMU guest
 };
 
 class partition_tree {
@@ -67,6 +71,9 @@ class partition_tree {
   static result<void> check_name(std::string_view name);
   // A partition's VmId may be neither zero nor one of the well-known VmIds.
   static result<void> check_id(const vm_id& id);
+  // A QMP socket path: absolute, short enough for a Unix socket address,
+  // no control characters.
+  static result<void> check_qmp_socket(std::string_view path);
 
   // Adds a VM (parent must be the host) or a container (parent a VM or the
   // host). Errors: invalid_argument (name, kind, parent kind, CID),

@@ -102,6 +102,11 @@ switch_state parse_state(const json& root, const state_limits& limits) {
         throw invalid_state(where + ": \"backend\" must be \"emulated\" or \"qemu\"");
       spec.qemu = *backend == "qemu";
     }
+    // "qmp_socket" is optional too (partition_tree::create checks it).
+    if (auto qmp = p.find("qmp_socket"); qmp != p.end() && !qmp->is_null()) {
+      if (!qmp->is_string()) throw invalid_state(where + ": \"qmp_socket\" must be a string");
+      spec.qmp_socket = qmp->get<std::string>();
+    }
     pending.emplace_back(std::move(spec), std::move(where));
   }
   while (!pending.empty()) {
@@ -170,6 +175,7 @@ std::string state_store::serialize(const partition_tree& partitions,
     entry["parent"] = partitions.parent_of(*p)->name;
     entry["cid"] = p->cid;
     if (p->qemu) entry["backend"] = "qemu";
+    if (!p->qmp_socket.empty()) entry["qmp_socket"] = p->qmp_socket;
     list.push_back(std::move(entry));
   }
   root["partitions"] = std::move(list);

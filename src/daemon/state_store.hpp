@@ -3,7 +3,8 @@
 //
 //   {"format": 1,
 //    "host": {"id": "<vmid>"},
-//    "partitions": [{"name", "id", "kind": "vm"|"container", "parent": "<name>", "cid"}],
+//    "partitions": [{"name", "id", "kind": "vm"|"container", "parent": "<name>", "cid",
+//                    optional "backend": "qemu", "qmp_socket": "<path>"}],
 //    "services": [{"id", "name", "enabled", "disabled_for": ["<vmid>", ...]}]}
 //
 // save() is atomic: a crash (even kill -9) leaves either the old or the new

@@ -180,7 +180,13 @@ result<void> switch_daemon::open_sockets() {
   for (const partition* p : partitions_->list()) {
     if (auto ok = control_->open_partition(*p); !ok) return ok.error();
   }
-  return management_->open(detail::management_socket_path(options_.runtime_dir), options_.sockets);
+  if (auto ok =
+          management_->open(detail::management_socket_path(options_.runtime_dir), options_.sockets);
+      !ok)
+    return ok.error();
+  // Non-blocking: the QMP conversations run once the loop does.
+  control_->reattach_qemu_guests();
+  return {};
 }
 
 result<int> switch_daemon::run() {

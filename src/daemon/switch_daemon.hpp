@@ -10,7 +10,9 @@
 // state (a corrupt file is an error and is left untouched; no file means a
 // fresh host partition, saved at once so its VmId is stable); raise the
 // soft RLIMIT_NOFILE to the hard limit; open every partition's control
-// socket and the management socket.
+// socket (and QEMU partitions' vhost-user sockets) and the management
+// socket; start re-plugging the vsock devices of QEMU guests that have a
+// QMP socket (qemu_replug.hpp; it goes on once run() runs the loop).
 //
 // Thread safety: none; create, run and destroy on one thread, the process's
 // only one (signals are taken through a signalfd).

@@ -206,6 +206,26 @@ TEST_F(ManagementServerTest, PartitionLifecycle) {
   EXPECT_EQ(saved().partitions.size(), 1u);
 }
 
+TEST_F(ManagementServerTest, QmpSocketOfAQemuGuest) {
+  json r = refused({{"op", "vm.create"}, {"name", "g"}, {"qmp", "/run/qmp.sock"}},
+                   errc::invalid_argument);
+  EXPECT_NE(r["error"].get<std::string>().find("only for a QEMU guest"), std::string::npos) << r;
+  r = refused({{"op", "vm.create"}, {"name", "g"}, {"qemu", true}, {"qmp", "qmp.sock"}},
+              errc::invalid_argument);
+  EXPECT_NE(r["error"].get<std::string>().find("absolute path"), std::string::npos) << r;
+  refused({{"op", "vm.create"}, {"name", "g"}, {"qemu", true}, {"qmp", 5}}, errc::invalid_argument);
+  refused(
+      {{"op", "vm.create"}, {"name", "g"}, {"qemu", true}, {"qmp", "/" + std::string(200, 'x')}},
+      errc::invalid_argument);
+  EXPECT_EQ(ok({{"op", "vm.list"}}).size(), 1u);
+
+  json g = ok({{"op", "vm.create"}, {"name", "g"}, {"qemu", true}, {"qmp", dir_ + "/qmp.sock"}});
+  EXPECT_EQ(g["qmp_socket"], dir_ + "/qmp.sock");
+  json plain = ok({{"op", "vm.create"}, {"name", "p"}, {"qemu", true}});
+  EXPECT_TRUE(plain["qmp_socket"].is_null());
+  EXPECT_EQ(saved().partitions.find("g")->qmp_socket, dir_ + "/qmp.sock");
+}
+
 TEST_F(ManagementServerTest, RemovingAPartitionDropsItsOverrides) {
   ok({{"op", "service.register"}, {"name", "demo"}, {"port", 1}});
   ok({{"op", "vm.create"}, {"name", "vm1"}});

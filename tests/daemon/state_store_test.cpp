@@ -251,6 +251,28 @@ TEST_F(StateStoreTest, QemuBackendRoundTripsAndDefaultsToEmulated) {
   EXPECT_NE(bad.error().message().find("backend"), std::string::npos) << bad.error().message();
 }
 
+TEST_F(StateStoreTest, QmpSocketRoundTripsAndIsChecked) {
+  partition_tree tree(host_id);
+  partition_spec q;
+  q.name = "guest";
+  q.qemu = true;
+  q.qmp_socket = "/run/qemu/guest.qmp";
+  ASSERT_TRUE(tree.create(q));
+  state_store store(dir_);
+  ASSERT_TRUE(store.save(tree, service_registry()));
+  auto loaded = store.load();
+  ASSERT_TRUE(loaded && *loaded) << (loaded ? "" : loaded.error().message());
+  EXPECT_EQ((*loaded)->partitions.find("guest")->qmp_socket, "/run/qemu/guest.qmp");
+
+  std::string text = read();
+  text.replace(text.find("\"/run/qemu/guest.qmp\""), 21, "\"guest.qmp\"");
+  write(text);
+  auto bad = store.load();
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("absolute path"), std::string::npos)
+      << bad.error().message();
+}
+
 TEST(PartitionTreeQemu, OnlyVmsCanBeQemuGuests) {
   partition_tree tree(host_id);
   partition_spec c;

@@ -13,6 +13,7 @@ struct vm_args {
   std::string id;
   std::optional<std::uint32_t> cid;
   bool qemu = false;
+  std::string qmp;
   bool json = false;
 };
 
@@ -40,12 +41,24 @@ void add_vm_commands(CLI::App& app, global_options& options) {
   create->add_flag("--qemu", args->qemu,
                    "a real QEMU guest: hvsockd serves a vhost-user-vsock socket for it (its "
                    "path is printed on stderr; see docs/qemu.md)");
+  create
+      ->add_option("--qmp", args->qmp,
+                   "the QMP socket of that QEMU (-qmp unix:PATH,server=on,wait=off), an absolute "
+                   "path: hvsockd re-plugs the guest's vsock device through it when hvsockd "
+                   "restarts")
+      ->needs("--qemu")
+      // hvsockd has another working directory: a relative path would name
+      // another file there.
+      ->check([](const std::string& path) {
+        return path.starts_with('/') ? std::string() : "\"" + path + "\" is not an absolute path";
+      });
   create->callback([args, &options] {
     nlohmann::json request{{"name", args->name}, {"kind", args->kind}};
     if (!args->parent.empty()) request["parent"] = args->parent;
     if (!args->id.empty()) request["id"] = must(guid::parse(args->id)).to_string();
     if (args->cid) request["cid"] = *args->cid;
     if (args->qemu) request["qemu"] = true;
+    if (!args->qmp.empty()) request["qmp"] = args->qmp;
     auto client = open_management(options);
     // The only partition vm.create looks up is the parent.
     const auto created = must_naming_partition(client.call("vm.create", request), args->parent);
@@ -69,8 +82,10 @@ void add_vm_commands(CLI::App& app, global_options& options) {
                       text_or_dash(p.value("id", nlohmann::json())),
                       text_or_dash(p.value("kind", nlohmann::json())),
                       text_or_dash(p.value("parent", nlohmann::json())),
-                      text_or_dash(p.value("cid", nlohmann::json()))});
-    print_table({"NAME", "VMID", "KIND", "PARENT", "CID"}, rows);
+                      text_or_dash(p.value("cid", nlohmann::json())),
+                      text_or_dash(p.value("backend", nlohmann::json())),
+                      text_or_dash(p.value("qmp_socket", nlohmann::json()))});
+    print_table({"NAME", "VMID", "KIND", "PARENT", "CID", "BACKEND", "QMP"}, rows);
   });
 
   auto* remove = vm->add_subcommand("remove", "Remove a partition (it must have no children)");
