@@ -207,6 +207,7 @@ if [[ -n "$vsock_socket" ]]; then
       -device vhost-user-vsock-pci,chardev=hvsock-vsock,bus=hvsock-rp,id=hvsock-vsock-dev
     )
   else
+    # shellcheck disable=SC2054
     qemu+=(-device vhost-user-vsock-pci,chardev=hvsock-vsock)
   fi
 fi

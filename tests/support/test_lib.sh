@@ -42,10 +42,12 @@ start_daemon() {
   fail "hvsockd did not start"
 }
 
-# create_qemu_vm NAME CID: prints nothing; sets vmid_NAME and socket_NAME.
+# create_qemu_vm NAME CID [OPTION...]: prints nothing; sets vmid_NAME and
+# socket_NAME. OPTIONs go to hvsock vm create (e.g. --qmp PATH).
 create_qemu_vm() {
   local name=$1 cid=$2 id socket
-  id=$(hv vm create "$name" --qemu --cid "$cid" 2>"$work/create-$name.err") ||
+  shift 2
+  id=$(hv vm create "$name" --qemu --cid "$cid" "$@" 2>"$work/create-$name.err") ||
     fail "vm create $name: $(cat "$work/create-$name.err")"
   socket=$(sed -n 's/^vhost-user socket: //p' "$work/create-$name.err")
   [[ -S "$socket" ]] || fail "no vhost-user socket for $name at '$socket'"
@@ -57,6 +59,8 @@ create_qemu_vm() {
 # that runs SCRIPT (a shell script file) with FILEs on its PATH; its console
 # goes to $work/guest-NAME.log, QEMU's pid to $work/qemu-NAME.pid. Sets
 # guest_pid_NAME (the run-guest.sh process; its exit status is SCRIPT's).
+# More run-guest.sh options for the next boot: boot_guest_options=(...).
+boot_guest_options=()
 boot_guest() {
   local name=$1 socket=$2 script=$3
   shift 3
@@ -65,7 +69,7 @@ boot_guest() {
   for f in "$@"; do adds+=(--add "$f"); done
   rm -f "$work/qemu-$name.pid"
   bash "$run_guest" --kit "$kit" --timeout 600 --log "$work/guest-$name.log" \
-    --pidfile "$work/qemu-$name.pid" --vsock-socket "$socket" "${adds[@]}" \
+    --pidfile "$work/qemu-$name.pid" --vsock-socket "$socket" "${boot_guest_options[@]}" "${adds[@]}" \
     -- "$(basename "$script")" >/dev/null 2>"$work/run-guest-$name.err" &
   printf -v "guest_pid_$name" '%s' "$!"
   background_pids+=("$!")
