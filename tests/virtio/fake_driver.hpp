@@ -1,12 +1,15 @@
 // fake_driver: plays the guest's virtio driver for unit tests. It owns a
 // block of "guest RAM" (registered with a guest_memory at a guest-physical
 // base), lays out a split ring in it, and adds descriptor chains the way a
-// driver would, or lets a test write any raw descriptor it likes. Thread
-// safety: none (tests drive it from one thread).
+// driver would, or lets a test write any raw descriptor it likes. It can
+// also drive a ring in RAM the test shares with a real back-end (a memfd,
+// tests/vhost_user/fake_frontend.hpp): then the back-end maps the memory and
+// memory() is unused. Thread safety: none (tests drive it from one thread).
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <bit>
 #include <cstdint>
 #include <cstring>
@@ -31,24 +34,38 @@ struct buffer {
 class fake_driver {
  public:
   static constexpr std::uint64_t base = 0x40000000;
-  static constexpr std::uint64_t desc_gpa = base;
   static constexpr std::uint64_t ram_size = 4 << 20;
 
-  explicit fake_driver(std::uint32_t size) : size_(size), ram_(ram_size) {
+  explicit fake_driver(std::uint32_t size) : own_ram_(ram_size) {
+    ram_ = own_ram_;
     EXPECT_TRUE(memory_.add_local_region({.guest_phys_addr = base, .size = ram_size}, ram_));
-    avail_gpa_ = desc_gpa + 16ull * size;
+    lay_out(size);
+  }
+  // Drives a ring in `ram`, which the guest sees at `ram_gpa` (the ring at
+  // its start, buffers after it); the RAM must outlive the driver.
+  fake_driver(std::uint32_t size, std::span<std::byte> ram, std::uint64_t ram_gpa)
+      : base_(ram_gpa), ram_(ram) {
+    lay_out(size);
+  }
+
+  guest_memory& memory() { return memory_; }
+  std::uint32_t size() const { return size_; }
+  std::uint64_t desc_gpa() const { return base_; }
+
+ private:
+  void lay_out(std::uint32_t size) {
+    size_ = size;
+    avail_gpa_ = base_ + 16ull * size;
     used_gpa_ = align(avail_gpa_ + 6 + 2ull * size, 4);
     next_data_ = align(used_gpa_ + 6 + 8ull * size, 4096);
     for (std::uint32_t i = 0; i < size; ++i)
       free_.push_back(static_cast<std::uint16_t>(size - 1 - i));
   }
 
-  guest_memory& memory() { return memory_; }
-  std::uint32_t size() const { return size_; }
-
+ public:
   split_virtqueue::config config(chain_limits limits = {}) const {
     return {.size = size_,
-            .addresses = {.desc = desc_gpa, .avail = avail_gpa_, .used = used_gpa_},
+            .addresses = {.desc = base_, .avail = avail_gpa_, .used = used_gpa_},
             .space = address_space::guest_physical,
             .limits = limits};
   }
@@ -62,11 +79,11 @@ class fake_driver {
   std::uint64_t alloc(std::uint64_t len, std::uint64_t alignment = 16) {
     const std::uint64_t gpa = align(next_data_, alignment);
     next_data_ = gpa + len;
-    EXPECT_LE(next_data_, base + ram_size);
+    EXPECT_LE(next_data_, base_ + ram_.size());
     return gpa;
   }
   std::span<std::byte> bytes(std::uint64_t gpa, std::uint64_t len) {
-    return {ram_.data() + (gpa - base), len};
+    return {ram_.data() + (gpa - base_), len};
   }
   void fill(std::uint64_t gpa, std::span<const std::byte> data) {
     std::memcpy(bytes(gpa, data.size()).data(), data.data(), data.size());
@@ -75,7 +92,7 @@ class fake_driver {
   // Raw access, for crafting broken rings.
   void set_desc(std::uint16_t i, std::uint64_t addr, std::uint32_t len, std::uint16_t flags,
                 std::uint16_t next) {
-    write_desc(desc_gpa + 16ull * i, addr, len, flags, next);
+    write_desc(base_ + 16ull * i, addr, len, flags, next);
   }
   void write_desc(std::uint64_t at, std::uint64_t addr, std::uint32_t len, std::uint16_t flags,
                   std::uint16_t next) {
@@ -87,6 +104,9 @@ class fake_driver {
   // Makes `head` available: avail->ring[idx % size] = head, then idx + 1.
   void publish(std::uint16_t head) {
     put<std::uint16_t>(avail_gpa_ + 4 + 2ull * (avail_idx_ % size_), head);
+    // A real back-end reads concurrently: descriptors and the ring entry
+    // before the index that makes them available.
+    std::atomic_thread_fence(std::memory_order_release);
     put<std::uint16_t>(avail_gpa_ + 2, ++avail_idx_);
   }
   void set_avail_idx(std::uint16_t idx) {
@@ -135,7 +155,11 @@ class fake_driver {
   }
 
   // The device's side of the used ring.
-  std::uint16_t used_idx() { return get<std::uint16_t>(used_gpa_ + 2); }
+  std::uint16_t used_idx() {
+    const auto idx = get<std::uint16_t>(used_gpa_ + 2);
+    std::atomic_thread_fence(std::memory_order_acquire);  // then the elements
+    return idx;
+  }
   std::uint16_t used_flags() { return get<std::uint16_t>(used_gpa_); }
   std::pair<std::uint32_t, std::uint32_t> used_elem(std::uint16_t idx) {
     const std::uint64_t at = used_gpa_ + 4 + 8ull * (idx % size_);
@@ -154,6 +178,20 @@ class fake_driver {
     return n;
   }
 
+  // The same, returning each chain's (head, bytes written); used->idx is
+  // read once, so a device that goes on concurrently cannot split the view.
+  std::vector<std::pair<std::uint16_t, std::uint32_t>> reap_used() {
+    std::vector<std::pair<std::uint16_t, std::uint32_t>> out;
+    for (const std::uint16_t end = used_idx(); last_used_ != end; ++last_used_) {
+      const auto [id, len] = used_elem(last_used_);
+      auto& ids = chain_ids_.at(static_cast<std::uint16_t>(id));
+      free_.insert(free_.end(), ids.begin(), ids.end());
+      ids.clear();
+      out.emplace_back(static_cast<std::uint16_t>(id), len);
+    }
+    return out;
+  }
+
   std::uint64_t avail_gpa() const { return avail_gpa_; }
   std::uint64_t used_gpa() const { return used_gpa_; }
 
@@ -170,8 +208,10 @@ class fake_driver {
     return v;
   }
 
-  std::uint32_t size_;
-  std::vector<std::byte> ram_;
+  std::uint32_t size_ = 0;
+  std::uint64_t base_ = base;
+  std::vector<std::byte> own_ram_;
+  std::span<std::byte> ram_;
   guest_memory memory_;
   std::uint64_t avail_gpa_ = 0;
   std::uint64_t used_gpa_ = 0;
