@@ -46,21 +46,23 @@ result<void> control_server::open_guest(const partition& p) {
       log_);
   if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
   guests_.emplace(name, std::move(*guest));
-  if (!p.qmp_socket.empty())
-    replugs_.emplace(
-        name, std::make_unique<qemu_replug>(
-                  loop_, qemu_replug::target{name, vhost_user_socket_path(name), p.qmp_socket},
-                  [this, name] { return guest_attached(name); }, log_));
+  if (!p.qmp_socket.empty()) {
+    auto replug = std::make_unique<qemu_replug>(
+        loop_, qemu_replug::target{name, vhost_user_socket_path(name), p.qmp_socket},
+        [this, name] { return guest_attached(name); }, log_);
+    // A QEMU may be running already: at hvsockd's start-up, one that was
+    // attached to the hvsockd before; on vm.create, one whose partition was
+    // created again (to add its QMP socket, say). Without one, the attempt
+    // ends at once with a log line.
+    replug->start();
+    replugs_.emplace(name, std::move(replug));
+  }
   return {};
 }
 
 void control_server::reattach_qemu_guests() {
   for (const auto& [name, guest] : guests_) {
-    if (guest->attached()) continue;
-    if (auto r = replugs_.find(name); r != replugs_.end()) {
-      r->second->start();
-      continue;
-    }
+    if (guest->attached() || replugs_.contains(name)) continue;  // open_guest started those
     log_(
         fmt::format("{}: no QMP socket recorded for this QEMU guest, so hvsockd cannot "
                     "reattach a QEMU still running from before this start: restart that QEMU "

@@ -123,10 +123,10 @@ class control_server {
   bool guest_attached(std::string_view partition_name) const;
   std::size_t client_count() const { return clients_.size(); }
 
-  // At start-up: a QEMU that was attached to the previous hvsockd is still
-  // running with a dead vsock device. Guests with a QMP socket get their
-  // device re-plugged (qemu_replug); for the others one line says that
-  // their QEMU must be restarted.
+  // At start-up: a QEMU that was attached to the previous hvsockd may still
+  // be running with a dead vsock device. Guests with a QMP socket get their
+  // device re-plugged (qemu_replug, started when the partition is opened);
+  // for the others one line says that their QEMU must be restarted.
   void reattach_qemu_guests();
 
  private:

@@ -6,6 +6,8 @@
 #     which retries its connect in a loop, reaches a host listener again, and
 #     `hvsock connect web in-guest` reaches a guest program listening on
 #     vsock port 7000 (both times measured and printed);
+#   - web removed and created again with the same VmId and --qmp (how a
+#     VM gets a QMP socket) is reattached at once, the same way;
 #   - VM plain, created without --qmp: hvsockd says in its log that it cannot
 #     reattach it, the guest stays detached, and a restarted QEMU attaches.
 # MACHINE: pc (QEMU's default; the device on the root bus, ACPI hotplug) or
@@ -117,6 +119,21 @@ grep -q 'web: QEMU reattached through QMP' "$work/hvsockd.log" || fail "hvsockd 
 ok "web reattached through QMP: host -> guest after ${host_to_guest} s, guest -> host after at most ${guest_to_host} s (from the restart; budget ${budget_s} s)"
 echo "hvsockd: $(grep -o 'web: QEMU reattached through QMP.*' "$work/hvsockd.log")"
 echo "guest: $(grep '^case after:' "$work/guest-web.log")"
+
+# A partition created again for a running QEMU (to add --qmp, say) gets it
+# back the same way, at once.
+hv vm remove web
+hv vm create web --qemu --cid 7 --id "$vmid_web" --qmp "$qmp" >/dev/null 2>&1 || fail "vm create web again"
+recreated=$(now)
+reply=""
+until [[ "$reply" == ping ]]; do
+  awk -v t="$(since "$recreated")" -v b="$budget_s" 'BEGIN { exit !(t > b) }' &&
+    fail "host -> web: no answer within ${budget_s} s of creating web again"
+  reply=$(echo ping | hv connect --timeout 2000 web in-guest 2>/dev/null) || sleep 0.1
+done
+[[ $(grep -c 'web: QEMU reattached through QMP' "$work/hvsockd.log") == 2 ]] ||
+  fail "hvsockd should log a second reattach of web"
+ok "web removed and created again: its running QEMU is reattached (host -> guest after $(since "$recreated") s)"
 
 # plain: hvsockd says it cannot reattach it; it stays detached until its
 # QEMU restarts.
