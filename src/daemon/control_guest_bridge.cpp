@@ -46,18 +46,27 @@ result<void> control_server::open_guest(const partition& p) {
       log_);
   if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
   guests_.emplace(name, std::move(*guest));
-  if (!p.qmp_socket.empty()) {
-    auto replug = std::make_unique<qemu_replug>(
-        loop_, qemu_replug::target{name, vhost_user_socket_path(name), p.qmp_socket},
-        [this, name] { return guest_attached(name); }, log_);
-    // A QEMU may be running already: at hvsockd's start-up, one that was
-    // attached to the hvsockd before; on vm.create, one whose partition was
-    // created again (to add its QMP socket, say). Without one, the attempt
-    // ends at once with a log line.
-    replug->start();
-    replugs_.emplace(name, std::move(replug));
-  }
+  start_replug(p);
   return {};
+}
+
+void control_server::start_replug(const partition& p) {
+  const std::string name = p.name;
+  replugs_.erase(name);
+  if (p.qmp_socket.empty()) return;
+  auto replug = std::make_unique<qemu_replug>(
+      loop_, qemu_replug::target{name, vhost_user_socket_path(name), p.qmp_socket},
+      [this, name] { return guest_attached(name); }, log_);
+  // A QEMU may be running already: at hvsockd's start-up, one that was
+  // attached to the hvsockd before; on vm.create or vm.set, one whose
+  // partition just got its QMP socket. Without one, the attempt ends at
+  // once with a log line.
+  replug->start();
+  replugs_.emplace(name, std::move(replug));
+}
+
+void control_server::qmp_socket_changed(const partition& p) {
+  if (guests_.contains(p.name)) start_replug(p);
 }
 
 void control_server::reattach_qemu_guests() {

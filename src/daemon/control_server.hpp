@@ -128,6 +128,9 @@ class control_server {
   // device re-plugged (qemu_replug, started when the partition is opened);
   // for the others one line says that their QEMU must be restarted.
   void reattach_qemu_guests();
+  // `p`'s QMP socket was set or forgotten: re-plugging follows the new one
+  // (and starts at once, as when the partition is opened).
+  void qmp_socket_changed(const partition& p);
 
  private:
   struct partition_socket {
@@ -221,6 +224,9 @@ class control_server {
 
   // --- QEMU guests (control_guest_bridge.cpp) ---
   result<void> open_guest(const partition& p);
+  // Replaces the partition's qemu_replug by one for its QMP socket (none
+  // without one) and starts it.
+  void start_replug(const partition& p);
   // close_partition without removing the directory.
   void close_socket(std::string_view name);
   // Starts the connect into a QEMU guest; on_guest_answer finishes it.

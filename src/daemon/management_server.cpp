@@ -161,10 +161,11 @@ result<json> management_server::dispatch(const json& request) {
   if (op == "vm.create") return vm_create(request);
   if (op == "vm.list") return vm_list();
   if (op == "vm.remove") return vm_remove(request);
+  if (op == "vm.set") return vm_set(request);
   if (op == "stats") return stats();
   return bad_request(fmt::format(
       "unknown op \"{}\" (known: status, service.register, service.list, service.enable, "
-      "service.disable, service.remove, vm.create, vm.list, vm.remove, stats)",
+      "service.disable, service.remove, vm.create, vm.list, vm.remove, vm.set, stats)",
       op.substr(0, 64)));
 }
 
@@ -372,6 +373,24 @@ result<json> management_server::vm_remove(const json& request) {
   ctx_.control.close_partition(removed.name);
   log_(fmt::format("partition removed: \"{}\" (VmId {})", removed.name, removed.id.to_string()));
   return description;
+}
+
+result<json> management_server::vm_set(const json& request) {
+  constexpr std::string_view op = "vm.set";
+  auto name = required_string(request, "name", op);
+  if (!name) return name.error();
+  auto qmp = optional_string(request, "qmp", op);
+  if (!qmp) return qmp.error();
+  if (!*qmp) return bad_request("vm.set: nothing to set (give \"qmp\")");
+  const partition_tree before = ctx_.partitions;
+  if (auto ok = ctx_.partitions.set_qmp_socket(*name, **qmp); !ok)
+    return failure(ok.error().code(), fmt::format("vm.set: {}", ok.error().message()));
+  if (auto ok = commit(before, ctx_.services); !ok) return ok.error();
+  const partition& p = *ctx_.partitions.find(*name);
+  ctx_.control.qmp_socket_changed(p);
+  log_(p.qmp_socket.empty() ? fmt::format("partition \"{}\": QMP socket forgotten", p.name)
+                            : fmt::format("partition \"{}\": QMP socket {}", p.name, p.qmp_socket));
+  return describe(p);
 }
 
 result<json> management_server::stats() {

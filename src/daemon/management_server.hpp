@@ -92,6 +92,7 @@ class management_server {
   result<json> vm_create(const json& request);
   result<json> vm_list() const;
   result<json> vm_remove(const json& request);
+  result<json> vm_set(const json& request);
   result<json> stats();
   json describe(const service_entry& s) const;
   json describe(const partition& p) const;

@@ -195,6 +195,20 @@ result<void> partition_tree::check_removable(std::string_view name) const {
   return {};
 }
 
+result<void> partition_tree::set_qmp_socket(std::string_view name, std::string path) {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end())
+    return failure(errc::unknown_partition, fmt::format("no partition is named \"{}\"", name));
+  if (!it->second.qemu)
+    return failure(errc::invalid_argument,
+                   fmt::format("{} is not a QEMU guest: only QEMU guests have a QMP socket",
+                               describe(it->second)));
+  if (!path.empty())
+    if (auto ok = check_qmp_socket(path); !ok) return ok.error();
+  it->second.qmp_socket = std::move(path);
+  return {};
+}
+
 result<void> partition_tree::remove(std::string_view name) {
   if (auto ok = check_removable(name); !ok) return ok;
   auto it = by_name_.find(name);

@@ -86,6 +86,10 @@ class partition_tree {
   // unknown_partition.
   result<void> check_removable(std::string_view name) const;
   result<void> remove(std::string_view name);
+  // Records (or, with an empty path, forgets) a QEMU guest's QMP socket.
+  // Errors: unknown_partition, invalid_argument (not a QEMU guest, a bad
+  // path); on error the tree is unchanged.
+  result<void> set_qmp_socket(std::string_view name, std::string path);
 
   const partition& host() const;
   const partition* find(std::string_view name) const;

@@ -224,6 +224,19 @@ TEST_F(ManagementServerTest, QmpSocketOfAQemuGuest) {
   json plain = ok({{"op", "vm.create"}, {"name", "p"}, {"qemu", true}});
   EXPECT_TRUE(plain["qmp_socket"].is_null());
   EXPECT_EQ(saved().partitions.find("g")->qmp_socket, dir_ + "/qmp.sock");
+
+  // vm.set changes it, or forgets it with "".
+  json set = ok({{"op", "vm.set"}, {"name", "p"}, {"qmp", dir_ + "/p.qmp"}});
+  EXPECT_EQ(set["qmp_socket"], dir_ + "/p.qmp");
+  EXPECT_EQ(saved().partitions.find("p")->qmp_socket, dir_ + "/p.qmp");
+  set = ok({{"op", "vm.set"}, {"name", "g"}, {"qmp", ""}});
+  EXPECT_TRUE(set["qmp_socket"].is_null());
+  EXPECT_EQ(saved().partitions.find("g")->qmp_socket, "");
+  refused({{"op", "vm.set"}, {"name", "p"}}, errc::invalid_argument);
+  refused({{"op", "vm.set"}, {"name", "p"}, {"qmp", "relative"}}, errc::invalid_argument);
+  refused({{"op", "vm.set"}, {"name", "ghost"}, {"qmp", "/q"}}, errc::unknown_partition);
+  refused({{"op", "vm.set"}, {"name", "host"}, {"qmp", "/q"}}, errc::invalid_argument);
+  EXPECT_EQ(saved().partitions.find("p")->qmp_socket, dir_ + "/p.qmp");
 }
 
 TEST_F(ManagementServerTest, RemovingAPartitionDropsItsOverrides) {

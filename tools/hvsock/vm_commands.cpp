@@ -1,4 +1,4 @@
-// hvsock vm create|list|remove
+// hvsock vm create|list|set|remove
 #include <iostream>
 
 #include "cli_common.hpp"
@@ -14,8 +14,15 @@ struct vm_args {
   std::optional<std::uint32_t> cid;
   bool qemu = false;
   std::string qmp;
+  bool no_qmp = false;
   bool json = false;
 };
+
+// hvsockd has another working directory: a relative path would name another
+// file there.
+std::string absolute_path(const std::string& path) {
+  return path.starts_with('/') ? std::string() : "\"" + path + "\" is not an absolute path";
+}
 
 std::string text_or_dash(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -47,11 +54,7 @@ void add_vm_commands(CLI::App& app, global_options& options) {
                    "path: hvsockd re-plugs the guest's vsock device through it when hvsockd "
                    "restarts")
       ->needs("--qemu")
-      // hvsockd has another working directory: a relative path would name
-      // another file there.
-      ->check([](const std::string& path) {
-        return path.starts_with('/') ? std::string() : "\"" + path + "\" is not an absolute path";
-      });
+      ->check(absolute_path);
   create->callback([args, &options] {
     nlohmann::json request{{"name", args->name}, {"kind", args->kind}};
     if (!args->parent.empty()) request["parent"] = args->parent;
@@ -86,6 +89,24 @@ void add_vm_commands(CLI::App& app, global_options& options) {
                       text_or_dash(p.value("backend", nlohmann::json())),
                       text_or_dash(p.value("qmp_socket", nlohmann::json()))});
     print_table({"NAME", "VMID", "KIND", "PARENT", "CID", "BACKEND", "QMP"}, rows);
+  });
+
+  auto* set =
+      vm->add_subcommand("set", "Change a partition's settings (a QEMU guest's QMP socket)");
+  set->add_option("NAME", args->name, "partition name")->required();
+  auto* set_qmp =
+      set->add_option("--qmp", args->qmp,
+                      "the QMP socket of the guest's QEMU, an absolute path; hvsockd re-plugs "
+                      "the guest's vsock device through it at once if it is detached, and when "
+                      "hvsockd restarts")
+          ->check(absolute_path);
+  set->add_flag("--no-qmp", args->no_qmp, "forget the QMP socket")->excludes(set_qmp);
+  set->callback([args, &options] {
+    if (args->qmp.empty() && !args->no_qmp)
+      fail("vm set: nothing to set (give --qmp PATH or --no-qmp)", exit_usage);
+    auto client = open_management(options);
+    must_naming_partition(client.call("vm.set", {{"name", args->name}, {"qmp", args->qmp}}),
+                          args->name);
   });
 
   auto* remove = vm->add_subcommand("remove", "Remove a partition (it must have no children)");
