@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 namespace hvsock::test {
@@ -234,6 +235,41 @@ result<void> fake_frontend::send(const virtio::virtio_vsock_hdr& h,
   }
   kick_tx();
   return {};
+}
+
+std::uint64_t fake_frontend::flood_tx(const virtio::virtio_vsock_hdr& h,
+                                      const std::function<bool(std::uint64_t)>& keep_going) {
+  reap_tx();
+  if (tx_free_.empty()) return 0;
+  const auto gpa = tx_free_.back();
+  tx_free_.pop_back();
+  tx_->fill(gpa, virtio::encode_header(h));
+  // Published once here, then its head again and again below.
+  const std::uint16_t head =
+      tx_->add_chain({{gpa, static_cast<std::uint32_t>(virtio::vsock_header_size), false}});
+  kick_tx();
+  std::uint64_t consumed = 0;
+  std::uint16_t used_before = tx_->used_idx();
+  while (keep_going(consumed)) {
+    const std::uint16_t used = tx_->used_idx();
+    consumed += static_cast<std::uint16_t>(used - used_before);
+    used_before = used;
+    bool published = false;
+    // Never more than the ring size ahead of the device: that would break
+    // the ring rules, and hvsockd would (rightly) reset the device.
+    while (static_cast<std::uint16_t>(tx_->avail_idx() - used) < queue_size) {
+      tx_->publish(head);
+      published = true;
+    }
+    // A hostile guest spins on used->idx (its own vCPU) rather than wait
+    // for an interrupt, so the ring is refilled while hvsockd drains it.
+    if (published) {
+      kick_tx();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  return consumed;
 }
 
 bool fake_frontend::wait_for_device(std::chrono::milliseconds timeout) {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -70,6 +71,14 @@ class fake_frontend {
   result<void> send(const virtio::virtio_vsock_hdr& h, std::span<const std::byte> payload,
                     std::chrono::milliseconds timeout);
   std::size_t tx_in_use() const { return tx_heads_.size(); }
+
+  // A hostile guest's flood: one packet `h` in one tx chain, published again
+  // and again (the ring holds at most queue_size of it at once) as fast as
+  // hvsockd consumes it, so the tx ring never runs dry. Runs while
+  // keep_going(consumed) says so; returns the packets hvsockd consumed.
+  // Afterwards queue_tx and send must not be used.
+  std::uint64_t flood_tx(const virtio::virtio_vsock_hdr& h,
+                         const std::function<bool(std::uint64_t consumed)>& keep_going);
 
   // Blocks until hvsockd signals a used buffer on either ring or `timeout`
   // passes; false on timeout.
