@@ -60,7 +60,7 @@ wait_for_line "$work/serve-before.log" '^listening' 10
 # web: echoes whatever connects to port 7000, reaches the host once, then
 # (after the restart) retries port 5002 until it works, for at most 120 s.
 script=$(guest_script cases-web <<'EOF'
-(while :; do raw_vsock_peer serve 7000 1 >/dev/null 2>&1; done) &
+(while :; do raw_vsock_peer serve 7000 64; done) &
 raw_vsock_peer connect 2 5001 1 65536; echo "case before: $?"
 i=0
 while [ $i -lt 600 ]; do
@@ -102,21 +102,30 @@ background_pids+=("$!")
 wait_for_line "$work/serve-after.log" '^listening' 10
 
 # Host -> guest: connect until the guest's program answers, within the budget.
+# Guest -> host first: once it worked, the guest's driver has probed the new
+# device. (On q35, host connects made within about 0.1 s of the re-plug,
+# while the guest was still probing it, were refused and then answered
+# without their data ever arriving; see docs/qemu.md.) Each host attempt is
+# bounded all the same.
+wait_for_line "$work/guest-web.log" '^case after: 0' "$budget_s"
+guest_to_host=$(since "$restarted")
 host_to_guest=""
 while [[ -z "$host_to_guest" ]]; do
-  reply=$(echo ping | hv connect --timeout 2000 web in-guest 2>"$work/connect.err") || reply=""
+  status=0
+  reply=$(echo ping | timeout 2 "$cli" --runtime-dir "$work/run" connect --timeout 1500 web in-guest \
+    2>"$work/connect.err") || status=$?
+  echo "$(since "$restarted") s: status $status, reply '$reply', $(cat "$work/connect.err")" >>"$work/host-connects.log"
   if [[ "$reply" == ping ]]; then
     host_to_guest=$(since "$restarted")
   elif awk -v t="$(since "$restarted")" -v b="$budget_s" 'BEGIN { exit !(t > b) }'; then
-    fail "host -> web: no answer within ${budget_s} s of the restart: $(cat "$work/connect.err")"
+    fail "host -> web: no answer within ${budget_s} s of the restart"
   else
     sleep 0.1
   fi
 done
-wait_for_line "$work/guest-web.log" '^case after: 0' "$budget_s"
-guest_to_host=$(since "$restarted")
 grep -q 'web: QEMU reattached through QMP' "$work/hvsockd.log" || fail "hvsockd should log web's reattach"
-ok "web reattached through QMP: host -> guest after ${host_to_guest} s, guest -> host after at most ${guest_to_host} s (from the restart; budget ${budget_s} s)"
+attempts=$(wc -l <"$work/host-connects.log")
+ok "web reattached through QMP: host -> guest after ${host_to_guest} s (attempt $attempts), guest -> host after at most ${guest_to_host} s (from the restart; budget ${budget_s} s)"
 echo "hvsockd: $(grep -o 'web: QEMU reattached through QMP.*' "$work/hvsockd.log")"
 echo "guest: $(grep '^case after:' "$work/guest-web.log")"
 
@@ -129,7 +138,8 @@ reply=""
 until [[ "$reply" == ping ]]; do
   awk -v t="$(since "$recreated")" -v b="$budget_s" 'BEGIN { exit !(t > b) }' &&
     fail "host -> web: no answer within ${budget_s} s of creating web again"
-  reply=$(echo ping | hv connect --timeout 2000 web in-guest 2>/dev/null) || sleep 0.1
+  reply=$(echo ping | timeout 2 "$cli" --runtime-dir "$work/run" connect --timeout 1500 web in-guest \
+    2>/dev/null) || sleep 0.1
 done
 [[ $(grep -c 'web: QEMU reattached through QMP' "$work/hvsockd.log") == 2 ]] ||
   fail "hvsockd should log a second reattach of web"
