@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <random>
 #include <utility>
 
 #include "virtio/split_virtqueue.hpp"
@@ -70,6 +71,11 @@ result<std::unique_ptr<qemu_guest>> qemu_guest::open(event_loop& loop, std::stri
 
   virtio::vsock_device_options options;
   options.guest_cid = guest_cid;
+  // A random first host port, as Linux picks its own: after hvsockd
+  // restarts, a guest that still holds a dead connection from the last
+  // daemon's port (until its program closes it) would otherwise answer the
+  // new daemon's first connects on the same port with a reset.
+  options.first_ephemeral_port += std::random_device{}() & 0x7fffffffu;
   g->device_ = std::make_unique<virtio::vsock_device>(options, *g, g->watcher_,
                                                       [p = g.get()](std::uint16_t queue) {
                                                         if (p->session_)
