@@ -64,6 +64,11 @@ class switch_daemon {
 
   std::size_t partition_count() const { return partitions_->size(); }
   std::size_t service_count() const { return services_->size(); }
+  // Control and management connections open now.
+  std::size_t client_count() const { return budget_.used(); }
+  // For periodic work of the process around the switch (systemd's
+  // watchdog): timers run on the switch's own thread, between events.
+  event_loop& loop() { return *loop_; }
 
  private:
   switch_daemon(daemon_options options, unique_fd lock, std::unique_ptr<event_loop> loop,
