@@ -10,7 +10,8 @@
 // state (a corrupt file is an error and is left untouched; no file means a
 // fresh host partition, saved at once so its VmId is stable); raise the
 // soft RLIMIT_NOFILE to the hard limit; open every partition's control
-// socket and the management socket.
+// socket and the management socket; then, if asked, the metrics listener
+// (logging "metrics on http://ADDR:PORT/metrics").
 //
 // Thread safety: none; create, run and destroy on one thread, the process's
 // only one (signals are taken through a signalfd).
@@ -18,6 +19,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <hvsock/result.hpp>
@@ -26,6 +28,7 @@
 #include "daemon/control_server.hpp"
 #include "daemon/event_loop.hpp"
 #include "daemon/management_server.hpp"
+#include "daemon/metrics_http_server.hpp"
 #include "daemon/partition_tree.hpp"
 #include "daemon/router.hpp"
 #include "daemon/service_counters.hpp"
@@ -48,7 +51,9 @@ struct daemon_options {
   socket_file_options sockets;  // mode and owner of every socket file
   daemon_limits limits;
   bool log_connections = false;  // a log line per brokered connection
-  log_function log;              // required: where the daemon's lines go
+  // Where to serve GET /metrics over HTTP (--metrics-listen); none: nowhere.
+  std::optional<tcp_listen_address> metrics_listen;
+  log_function log;  // required: where the daemon's lines go
 };
 
 class switch_daemon {
@@ -87,6 +92,7 @@ class switch_daemon {
   // Servers last: they refer to everything above and are destroyed first.
   std::unique_ptr<control_server> control_;
   std::unique_ptr<management_server> management_;
+  std::unique_ptr<metrics_http_server> metrics_;  // renders management_'s stats
 };
 
 }  // namespace hvsock::daemon

@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   std::string socket_owner;
   std::size_t max_clients = options.limits.max_clients;
   bool verbose = false;
+  std::string metrics_listen;
 
   app.add_option("--state-dir", options.state_dir,
                  "Where the registry and partitions are kept (state.json)")
@@ -125,6 +126,10 @@ int main(int argc, char** argv) {
                  "Most control connections open at once through one partition's socket")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  auto* metrics_option = app.add_option(
+      "--metrics-listen", metrics_listen,
+      "Serve Prometheus metrics at http://ADDR:PORT/metrics: IPV4:PORT, [IPV6]:PORT, "
+      "or :PORT for 127.0.0.1 (loopback unless an address is given)");
   app.add_flag("-v,--verbose", verbose, "Also log every brokered connection");
   try {
     app.parse(argc, argv);
@@ -147,6 +152,14 @@ int main(int argc, char** argv) {
       log_line(problem);
       return 2;
     }
+  }
+  if (metrics_option->count() > 0) {
+    auto address = hvsock::daemon::parse_tcp_listen_address(metrics_listen);
+    if (!address) {
+      log_line("--metrics-listen: " + address.error().message() + " (see: hvsockd --help)");
+      return 2;
+    }
+    options.metrics_listen = *address;
   }
   options.limits.max_clients = max_clients;
   options.log_connections = verbose;
