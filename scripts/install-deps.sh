@@ -9,6 +9,9 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format python3 procps socat
+  # hvsockd's systemd notify support; the Debian packages (scripts/package.sh)
+  # and their checks: CPack's shlibdeps needs file, lintian, the metrics parser
+  libsystemd-dev file lintian python3-prometheus-client
   # unmodified vsock programs the preload shim's tests run; curl for forward's
   ncat curl
   # the libFuzzer run of test.sh: clang and its fuzzer/sanitizer runtimes

@@ -32,6 +32,13 @@ cmake --build --preset dev -j "$jobs"
 section "dev: tests"
 ctest --preset dev -j "$jobs" --no-tests=error
 
+section "Debian packages: build, lintian, install, run, purge"
+if [[ "$(id -u)" == 0 ]]; then
+  bash tests/package/package_test.sh
+else
+  echo "skipped: tests/package/package_test.sh installs packages and needs root"
+fi
+
 section "clang-format check"
 mapfile -d '' sources < <(find include src tools tests bench examples fuzz -type f \
   \( -name '*.hpp' -o -name '*.cpp' -o -name '*.h' -o -name '*.c' \) -print0 2>/dev/null | sort -z)

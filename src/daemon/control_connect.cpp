@@ -155,6 +155,7 @@ result<void> control_server::hand_to_listener(
   }
   ++listener.pending;
   counters_.record_accepted(target.service, inode_of(listener_end->get()), 0);
+  partition_counters_.record_connection(source.name, decision.target_name);
   if (options_.log_connections)
     log_(fmt::format("{}: connect {}: to \"{}\" (listener {})", source.name, target.to_string(),
                      decision.target_name, decision.listener_local.to_string()));

@@ -129,6 +129,7 @@ void control_server::on_guest_answer(std::uint64_t client_id, const std::string&
     return;
   }
   counters_.record_accepted(target.service, inodes[0], inodes[1]);
+  partition_counters_.record_connection(source->name, decision.target_name);
   const unique_fd reply_fd = std::move(c.reply_fd);
   reply_connected(c, *source, target, endpoint{source->id, service_id_from_port(*host_port)},
                   decision, reply_fd ? reply_fd.get() : -1);

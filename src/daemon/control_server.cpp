@@ -102,6 +102,7 @@ result<void> control_server::open_partition(const partition& p) {
 void control_server::close_partition(std::string_view name) {
   const bool had_socket = sockets_.contains(name);
   close_socket(name);
+  partition_counters_.forget(name);
   // Gone for good: its directory goes too (empty once the socket is removed).
   if (had_socket) ::rmdir(detail::partition_dir(options_.runtime_dir, name).c_str());
 }

@@ -69,6 +69,7 @@
 
 #include "daemon/event_loop.hpp"
 #include "daemon/log_limiter.hpp"
+#include "daemon/partition_counters.hpp"
 #include "daemon/partition_tree.hpp"
 #include "daemon/qemu_guest.hpp"
 #include "daemon/qemu_replug.hpp"
@@ -122,6 +123,8 @@ class control_server {
   std::string vhost_user_socket_path(std::string_view partition_name) const;
   bool guest_attached(std::string_view partition_name) const;
   std::size_t client_count() const { return clients_.size(); }
+  // Brokered connections per partition (a deleted partition's are dropped).
+  const partition_counters& partition_connections() const { return partition_counters_; }
 
   // At start-up: a QEMU that was attached to the previous hvsockd may still
   // be running with a dead vsock device. Guests with a QMP socket get their
@@ -251,6 +254,7 @@ class control_server {
   const service_registry& services_;
   router& router_;
   service_counters& counters_;
+  partition_counters partition_counters_;
   options options_;
   log_function log_;
 

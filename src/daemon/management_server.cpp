@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <chrono>
 #include <exception>
 #include <optional>
 #include <utility>
@@ -162,7 +163,7 @@ result<json> management_server::dispatch(const json& request) {
   if (op == "vm.list") return vm_list();
   if (op == "vm.remove") return vm_remove(request);
   if (op == "vm.set") return vm_set(request);
-  if (op == "stats") return stats();
+  if (op == "stats") return stats_report();
   return bad_request(fmt::format(
       "unknown op \"{}\" (known: status, service.register, service.list, service.enable, "
       "service.disable, service.remove, vm.create, vm.list, vm.remove, vm.set, stats)",
@@ -393,7 +394,7 @@ result<json> management_server::vm_set(const json& request) {
   return describe(p);
 }
 
-result<json> management_server::stats() {
+json management_server::stats_report() {
   if (auto fresh = ctx_.counters.refresh_active(); !fresh)
     log_(fmt::format("stats: active counts may be stale: {}", fresh.error().message()));
   json services = json::array();
@@ -410,8 +411,29 @@ result<json> management_server::stats() {
                               {"unreachable", st.refused_unreachable},
                               {"other", st.refused_other}}}});
   }
+  json partitions = json::array();
+  for (const partition* p : ctx_.partitions.list()) {
+    const partition_connection_counts counts = ctx_.control.partition_connections().counts(p->name);
+    json entry{{"name", p->name},
+               {"id", p->id.to_string()},
+               {"kind", std::string(to_string(p->kind))},
+               {"backend", p->qemu ? "qemu" : "emulated"}};
+    if (p->qemu) entry["guest_attached"] = ctx_.control.guest_attached(p->name);
+    entry["connections"] = json{{"outbound", counts.outbound}, {"inbound", counts.inbound}};
+    partitions.push_back(std::move(entry));
+  }
+  const double uptime =
+      std::chrono::duration<double>(event_loop::clock::now() - ctx_.started).count();
   return json{{"services", std::move(services)},
-              {"unregistered_refused", ctx_.counters.unregistered_refused()}};
+              {"unregistered_refused", ctx_.counters.unregistered_refused()},
+              {"partitions", std::move(partitions)},
+              {"switch",
+               {{"version", ctx_.version},
+                {"uptime_seconds", uptime},
+                {"partitions", ctx_.partitions.size()},
+                {"services", ctx_.services.size()},
+                {"control_clients", ctx_.control.client_count()},
+                {"management_clients", clients_.size()}}}};
 }
 
 // --- client I/O ----------------------------------------------------------------

@@ -54,6 +54,8 @@ class management_server {
     std::string state_dir;
     std::string runtime_dir;
     std::string version;
+    // For the uptime in "stats" (the daemon builds the context as it starts).
+    event_loop::clock::time_point started = event_loop::clock::now();
   };
 
   management_server(event_loop& loop, client_budget& budget, context ctx, log_function log);
@@ -69,6 +71,10 @@ class management_server {
   // One request line in, one response line out (no newline). Public so the
   // protocol can be tested without a socket.
   std::string handle_line(std::string_view line);
+
+  // The "stats" result (counters, partitions, switch-wide figures); also
+  // what the metrics endpoint renders.
+  nlohmann::ordered_json stats_report();
 
  private:
   // Ordered, so responses read in a natural order ("ok" first).
@@ -93,7 +99,6 @@ class management_server {
   result<json> vm_list() const;
   result<json> vm_remove(const json& request);
   result<json> vm_set(const json& request);
-  result<json> stats();
   json describe(const service_entry& s) const;
   json describe(const partition& p) const;
   // Saves the state; on failure restores the snapshot taken before the change.

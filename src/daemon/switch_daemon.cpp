@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "daemon/private_directory.hpp"
+#include "protocol/metrics_text.hpp"
 #include "protocol/runtime_paths.hpp"
 #include "sys/socket_ops.hpp"
 
@@ -172,6 +173,7 @@ switch_daemon::switch_daemon(daemon_options options, unique_fd lock,
 switch_daemon::~switch_daemon() {
   // The management socket goes first so that nothing can change the
   // partitions while their sockets are being removed.
+  metrics_.reset();
   management_.reset();
   control_.reset();
 }
@@ -184,7 +186,19 @@ result<void> switch_daemon::open_sockets() {
           management_->open(detail::management_socket_path(options_.runtime_dir), options_.sockets);
       !ok)
     return ok.error();
-  // Non-blocking: the QMP conversations run once the loop does.
+  if (options_.metrics_listen) {
+    // The same figures as `hvsock stats --format prometheus`: one renderer
+    // of the one stats report.
+    auto render = [this] {
+      return detail::render_prometheus_metrics(nlohmann::json(management_->stats_report()));
+    };
+    auto metrics = metrics_http_server::open(*loop_, *options_.metrics_listen, std::move(render),
+                                             options_.log, metrics_http_server::limits{});
+    if (!metrics) return metrics.error().with_context("--metrics-listen");
+    metrics_ = std::move(*metrics);
+    options_.log(fmt::format("metrics on http://{}/metrics", metrics_->address()));
+  }
+  // Last, once nothing can fail: the QMP conversations run once the loop does.
   control_->reattach_qemu_guests();
   return {};
 }

@@ -11,8 +11,10 @@
 // fresh host partition, saved at once so its VmId is stable); raise the
 // soft RLIMIT_NOFILE to the hard limit; open every partition's control
 // socket (and QEMU partitions' vhost-user sockets) and the management
-// socket; start re-plugging the vsock devices of QEMU guests that have a
-// QMP socket (qemu_replug.hpp; it goes on once run() runs the loop).
+// socket, then, if asked, the metrics listener (logging "metrics on
+// http://ADDR:PORT/metrics"); start re-plugging the vsock devices of QEMU
+// guests that have a QMP socket (qemu_replug.hpp; it goes on once run()
+// runs the loop).
 //
 // Thread safety: none; create, run and destroy on one thread, the process's
 // only one (signals are taken through a signalfd).
@@ -20,6 +22,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <hvsock/result.hpp>
@@ -28,6 +31,7 @@
 #include "daemon/control_server.hpp"
 #include "daemon/event_loop.hpp"
 #include "daemon/management_server.hpp"
+#include "daemon/metrics_http_server.hpp"
 #include "daemon/partition_tree.hpp"
 #include "daemon/router.hpp"
 #include "daemon/service_counters.hpp"
@@ -50,7 +54,9 @@ struct daemon_options {
   socket_file_options sockets;  // mode and owner of every socket file
   daemon_limits limits;
   bool log_connections = false;  // a log line per brokered connection
-  log_function log;              // required: where the daemon's lines go
+  // Where to serve GET /metrics over HTTP (--metrics-listen); none: nowhere.
+  std::optional<tcp_listen_address> metrics_listen;
+  log_function log;  // required: where the daemon's lines go
 };
 
 class switch_daemon {
@@ -66,6 +72,11 @@ class switch_daemon {
 
   std::size_t partition_count() const { return partitions_->size(); }
   std::size_t service_count() const { return services_->size(); }
+  // Control and management connections open now.
+  std::size_t client_count() const { return budget_.used(); }
+  // For periodic work of the process around the switch (systemd's
+  // watchdog): timers run on the switch's own thread, between events.
+  event_loop& loop() { return *loop_; }
 
  private:
   switch_daemon(daemon_options options, unique_fd lock, std::unique_ptr<event_loop> loop,
@@ -84,6 +95,7 @@ class switch_daemon {
   // Servers last: they refer to everything above and are destroyed first.
   std::unique_ptr<control_server> control_;
   std::unique_ptr<management_server> management_;
+  std::unique_ptr<metrics_http_server> metrics_;  // renders management_'s stats
 };
 
 }  // namespace hvsock::daemon

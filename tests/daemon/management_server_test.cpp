@@ -266,6 +266,31 @@ TEST_F(ManagementServerTest, Stats) {
   EXPECT_EQ(stats["unregistered_refused"], 1);
 }
 
+TEST_F(ManagementServerTest, StatsHavePartitionsAndSwitchWideFigures) {
+  ok({{"op", "service.register"}, {"name", "demo"}, {"port", 1}});
+  ok({{"op", "vm.create"}, {"name", "vm1"}});
+  ok({{"op", "vm.create"}, {"name", "guest"}, {"qemu", true}});
+  json stats = ok({{"op", "stats"}});
+  ASSERT_EQ(stats["partitions"].size(), 3u);
+  const json& host = stats["partitions"][0];
+  EXPECT_EQ(host["name"], "host");
+  EXPECT_EQ(host["connections"], json({{"outbound", 0}, {"inbound", 0}}));
+  EXPECT_FALSE(host.contains("guest_attached"));  // QEMU partitions only
+  const json* guest = nullptr;
+  for (const json& p : stats["partitions"])
+    if (p["name"] == "guest") guest = &p;
+  ASSERT_NE(guest, nullptr);
+  EXPECT_EQ((*guest)["backend"], "qemu");
+  EXPECT_EQ((*guest)["guest_attached"], false);
+  const json& sw = stats["switch"];
+  EXPECT_EQ(sw["version"], "test");
+  EXPECT_EQ(sw["partitions"], 3);
+  EXPECT_EQ(sw["services"], 1);
+  EXPECT_GE(sw["uptime_seconds"].get<double>(), 0.0);
+  EXPECT_EQ(sw["control_clients"], 0);
+  EXPECT_EQ(sw["management_clients"], 0);  // handle_line has no socket client
+}
+
 TEST_F(ManagementServerTest, ChangeThatCannotBeSavedIsRolledBack) {
   ok({{"op", "service.register"}, {"name", "kept"}});
   fs::remove_all(dir_ + "/state");

@@ -35,7 +35,9 @@ std::optional<std::string> find_preload_library(std::vector<std::string>& search
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
   if (ec) return std::nullopt;
-  for (const auto& candidate : {self / name, self.parent_path() / HVSOCK_INSTALL_LIBDIR / name}) {
+  // The build tree keeps it next to hvsock; an installation in LIBDIR/hvsock.
+  for (const auto& candidate :
+       {self / name, self.parent_path() / HVSOCK_INSTALL_LIBDIR / "hvsock" / name}) {
     searched.push_back(candidate.string());
     if (is_file(candidate.string())) return candidate.lexically_normal().string();
   }

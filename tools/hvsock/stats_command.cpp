@@ -1,19 +1,31 @@
-// hvsock stats: per-service counters, by ElementName.
+// hvsock stats: per-service counters, by ElementName; as a table, the
+// daemon's JSON, or Prometheus text (the same as hvsockd's GET /metrics).
 #include <iostream>
 
 #include "cli_common.hpp"
+#include "protocol/metrics_text.hpp"
 
 namespace hvsock::cli {
 
 void add_stats_command(CLI::App& app, global_options& options) {
   auto json = std::make_shared<bool>(false);
+  auto format = std::make_shared<std::string>("table");
   auto* stats = app.add_subcommand("stats", "Per-service connection counters, by ElementName");
-  stats->add_flag("--json", *json, "print JSON");
-  stats->callback([json, &options] {
+  stats
+      ->add_option("--format", *format,
+                   "table, json, or prometheus (the text hvsockd --metrics-listen serves)")
+      ->check(CLI::IsMember({"table", "json", "prometheus"}))
+      ->capture_default_str();
+  stats->add_flag("--json", *json, "print JSON (--format json)");
+  stats->callback([json, format, &options] {
     auto client = open_management(options);
     const auto s = must(client.call("stats"));
-    if (*json) {
+    if (*json || *format == "json") {
       std::cout << s.dump(2) << "\n";
+      return;
+    }
+    if (*format == "prometheus") {
+      std::cout << detail::render_prometheus_metrics(s);
       return;
     }
     std::vector<std::vector<std::string>> rows;

@@ -1,7 +1,8 @@
 // hvsockd: the emulated Hyper-V switch. Runs in the foreground and logs one
 // line per event to stderr ("hvsockd: ..."); prints "hvsockd: ready" once it
-// serves, and exits 0 on SIGINT/SIGTERM, 1 when it cannot start or fails,
-// 2 for a bad command line (one "hvsockd: ..." line).
+// serves (and tells systemd READY=1 under a Type=notify unit), and exits 0
+// on SIGINT/SIGTERM, 1 when it cannot start or fails, 2 for a bad command
+// line (one "hvsockd: ..." line).
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -9,7 +10,9 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +20,7 @@
 #include <string>
 
 #include "daemon/switch_daemon.hpp"
+#include "daemon/systemd_notifier.hpp"
 #include "protocol/runtime_paths.hpp"
 
 namespace {
@@ -33,6 +37,23 @@ void log_line(const std::string& line) {
     if (n <= 0) return;
     done += static_cast<std::size_t>(n);
   }
+}
+
+std::string status_line(const hvsock::daemon::switch_daemon& daemon) {
+  return fmt::format("serving {} partitions, {} services, {} clients connected",
+                     daemon.partition_count(), daemon.service_count(), daemon.client_count());
+}
+
+// Every `interval` on the switch's thread: STATUS= and, with a watchdog,
+// WATCHDOG=1 (a stuck event loop then misses it and systemd restarts us).
+void keep_systemd_informed(hvsock::daemon::switch_daemon& daemon,
+                           hvsock::daemon::systemd_notifier& notifier,
+                           std::chrono::microseconds interval) {
+  (void)daemon.loop().add_timer(interval, [&daemon, &notifier, interval] {
+    if (notifier.keepalive_interval()) notifier.alive();
+    notifier.status(status_line(daemon));
+    keep_systemd_informed(daemon, notifier, interval);
+  });
 }
 
 std::optional<unsigned long> parse_number(const std::string& text, int base) {
@@ -85,6 +106,7 @@ int main(int argc, char** argv) {
   std::string socket_owner;
   std::size_t max_clients = options.limits.max_clients;
   bool verbose = false;
+  std::string metrics_listen;
 
   app.add_option("--state-dir", options.state_dir,
                  "Where the registry and partitions are kept (state.json)")
@@ -104,6 +126,10 @@ int main(int argc, char** argv) {
                  "Most control connections open at once through one partition's socket")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  auto* metrics_option = app.add_option(
+      "--metrics-listen", metrics_listen,
+      "Serve Prometheus metrics at http://ADDR:PORT/metrics: IPV4:PORT, [IPV6]:PORT, "
+      "or :PORT for 127.0.0.1 (loopback unless an address is given)");
   app.add_flag("-v,--verbose", verbose, "Also log every brokered connection");
   try {
     app.parse(argc, argv);
@@ -127,6 +153,14 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (metrics_option->count() > 0) {
+    auto address = hvsock::daemon::parse_tcp_listen_address(metrics_listen);
+    if (!address) {
+      log_line("--metrics-listen: " + address.error().message() + " (see: hvsockd --help)");
+      return 2;
+    }
+    options.metrics_listen = *address;
+  }
   options.limits.max_clients = max_clients;
   options.log_connections = verbose;
   options.log = log_line;
@@ -139,11 +173,21 @@ int main(int argc, char** argv) {
   log_line(fmt::format("ready (pid {}, state {}, runtime {}, {} partitions, {} services)",
                        ::getpid(), options.state_dir, options.runtime_dir,
                        (*daemon)->partition_count(), (*daemon)->service_count()));
+  hvsock::daemon::systemd_notifier notifier;
+  if (notifier.active()) {
+    notifier.ready(status_line(**daemon));
+    constexpr std::chrono::microseconds status_every = std::chrono::seconds(10);
+    keep_systemd_informed(
+        **daemon, notifier,
+        std::min(status_every, notifier.keepalive_interval().value_or(status_every)));
+  }
   auto stopped = (*daemon)->run();
   if (!stopped) {
+    notifier.stopping("failed: " + stopped.error().message());
     log_line(stopped.error().message());
     return 1;
   }
+  notifier.stopping("stopping");
   daemon->reset();  // removes the socket files
   log_line(fmt::format("stopped ({})", *stopped != 0 ? ::strsignal(*stopped) : "requested"));
   return 0;
