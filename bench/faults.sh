@@ -82,30 +82,11 @@ hv service register --name "probe in the guest" --port 7001 >/dev/null
 vmid_web=$(hv vm list --json | python3 -c \
   'import json,sys; print([p for p in json.load(sys.stdin) if p["name"] == "web"][0]["id"])')
 
-# A TCP echo server behind the forward: answers with what it got, at EOF.
-tcp_port_file="$work/tcp.port"
-python3 -c '
-import os, socket, sys, threading
-s = socket.create_server(("127.0.0.1", 0))
-open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-def serve(c):
-    data = b""
-    while (d := c.recv(65536)):
-        data += d
-    c.sendall(data)
-    c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-' "$tcp_port_file" &
-background_pids+=($!)
-for _ in $(seq 100); do [[ -s "$tcp_port_file" ]] && break; sleep 0.05; done
-[[ -s "$tcp_port_file" ]] || fail "the TCP echo server did not start"
+start_tcp_echo # behind the forward
 
 "$cli" --runtime-dir "$work/run" run --vm web -- "$cli" agent 2>>"$work/agent.log" &
 background_pids+=($!)
-"$cli" --runtime-dir "$work/run" forward --listen hvsock:9 --to "tcp:127.0.0.1:$(cat "$tcp_port_file")" 2>>"$work/forward.log" &
+"$cli" --runtime-dir "$work/run" forward --listen hvsock:9 --to "tcp:127.0.0.1:$tcp_echo_port" 2>>"$work/forward.log" &
 background_pids+=($!)
 wait_for_line "$work/agent.log" '^hvsock agent: listening' 10
 wait_for_line "$work/forward.log" 'listening on' 10
@@ -129,8 +110,8 @@ fi
 # serves SERVER: one request to it; exit 0 when answered correctly.
 serves() {
   case $1 in
-    agent) [[ "$(timeout 10 "$cli" --runtime-dir "$work/run" exec web -- echo agent-ok 2>/dev/null)" == agent-ok ]] ;;
-    forward) [[ "$(echo fwd-ok | timeout 10 "$cli" --runtime-dir "$work/run" connect loopback 9 2>/dev/null)" == fwd-ok ]] ;;
+    agent) exec_answers web ;;
+    forward) echo_answers loopback 9 ;;
     guest) timeout 10 "$echo_peer" connect "$vmid_guest" 7001 1 1 >/dev/null 2>&1 ;;
   esac
 }

@@ -194,26 +194,39 @@ void run_echo(
   out.ok = out.error.empty();
 }
 
-int connect_and_echo(const hvsock::endpoint& target, int connections, std::uint64_t bytes) {
+// Opens `connections` streams to `target` at once, then echoes on each in
+// a thread of its own (run_echo: `bytes`, or less by `deadline`). Empty when
+// a connect failed (said on stdout).
+std::optional<std::vector<outcome>> echo_concurrently(
+    const hvsock::endpoint& target, int connections, std::uint64_t bytes,
+    std::optional<std::chrono::seconds> duration = std::nullopt) {
   std::vector<hvsock::stream> streams;
   for (int i = 0; i < connections; ++i) {
     auto s = hvsock::connect(target, {.timeout = 10s, .control_socket = {}});
     if (!s) {
       std::printf("connect failed: %s\n", s.error().message().c_str());
-      return exit_refused;
+      return std::nullopt;
     }
     streams.push_back(std::move(*s));
   }
   std::printf("connected %d to %s\n", connections, target.to_string().c_str());
   std::fflush(stdout);
+  const auto deadline = duration ? std::chrono::steady_clock::now() + *duration
+                                 : std::chrono::steady_clock::time_point::max();
   std::vector<outcome> results(static_cast<std::size_t>(connections));
   std::vector<std::thread> workers;
   for (int i = 0; i < connections; ++i)
     workers.emplace_back(run_echo, std::ref(streams[static_cast<std::size_t>(i)]),
                          static_cast<std::uint64_t>(i), bytes,
-                         std::ref(results[static_cast<std::size_t>(i)]),
-                         std::chrono::steady_clock::time_point::max());
+                         std::ref(results[static_cast<std::size_t>(i)]), deadline);
   for (auto& w : workers) w.join();
+  return results;
+}
+
+int connect_and_echo(const hvsock::endpoint& target, int connections, std::uint64_t bytes) {
+  auto echoed = echo_concurrently(target, connections, bytes);
+  if (!echoed) return exit_refused;
+  const std::vector<outcome>& results = *echoed;
   int failed = 0;
   for (int i = 0; i < connections; ++i) {
     const outcome& r = results[static_cast<std::size_t>(i)];
@@ -236,24 +249,9 @@ int connect_and_echo(const hvsock::endpoint& target, int connections, std::uint6
 }
 
 int timed_echo(const hvsock::endpoint& target, int connections, std::chrono::seconds duration) {
-  std::vector<hvsock::stream> streams;
-  for (int i = 0; i < connections; ++i) {
-    auto s = hvsock::connect(target, {.timeout = 10s, .control_socket = {}});
-    if (!s) {
-      std::printf("connect failed: %s\n", s.error().message().c_str());
-      return exit_refused;
-    }
-    streams.push_back(std::move(*s));
-  }
-  std::printf("connected %d to %s\n", connections, target.to_string().c_str());
-  const auto deadline = std::chrono::steady_clock::now() + duration;
-  std::vector<outcome> results(static_cast<std::size_t>(connections));
-  std::vector<std::thread> workers;
-  for (int i = 0; i < connections; ++i)
-    workers.emplace_back(run_echo, std::ref(streams[static_cast<std::size_t>(i)]),
-                         static_cast<std::uint64_t>(i), UINT64_MAX,
-                         std::ref(results[static_cast<std::size_t>(i)]), deadline);
-  for (auto& w : workers) w.join();
+  auto echoed = echo_concurrently(target, connections, UINT64_MAX, duration);
+  if (!echoed) return exit_refused;
+  const std::vector<outcome>& results = *echoed;
   // A reset is how a stream through a restarted daemon may legitimately
   // end (QEMU guests); anything else lost or changed is a failure.
   std::uint64_t sent = 0, intact = 0, lost = 0;

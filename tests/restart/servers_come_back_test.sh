@@ -27,30 +27,11 @@ hv service register --name "forwarded echo" --port 9 >/dev/null
 hv service register --name "relisten echo" --port 11 >/dev/null
 hv service register --name "one shot" --port 12 >/dev/null
 
-# A TCP echo server behind the forward: answers with what it got, at EOF.
-tcp_port_file="$work/tcp.port"
-python3 -c '
-import socket, sys, threading
-s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(16)
-open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
-import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-def serve(c):
-    data = b""
-    while True:
-        d = c.recv(65536)
-        if not d: break
-        data += d
-    c.sendall(data); c.close()
-while True:
-    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
-' "$tcp_port_file" &
-background_pids+=($!)
-for _ in $(seq 100); do [[ -s "$tcp_port_file" ]] && break; sleep 0.05; done
-[[ -s "$tcp_port_file" ]] || fail "the TCP echo server did not start"
+start_tcp_echo # behind the forward
 
 "$cli" --runtime-dir "$work/run" run --vm web -- "$cli" agent 2>>"$work/agent.log" &
 background_pids+=($!)
-"$cli" --runtime-dir "$work/run" forward --listen hvsock:9 --to "tcp:127.0.0.1:$(cat "$tcp_port_file")" 2>>"$work/forward.log" &
+"$cli" --runtime-dir "$work/run" forward --listen hvsock:9 --to "tcp:127.0.0.1:$tcp_echo_port" 2>>"$work/forward.log" &
 background_pids+=($!)
 "$echo_program" 11 2>>"$work/echo.log" &
 background_pids+=($!)
@@ -65,9 +46,9 @@ wait_for_line "$work/oneshot.log" 'listening on' 10
 # serves WHICH: one request to that server; exit 0 when answered correctly.
 serves() {
   case $1 in
-    agent) [[ "$(timeout 10 "$cli" --runtime-dir "$work/run" exec web -- echo agent-ok 2>/dev/null)" == agent-ok ]] ;;
-    forward) [[ "$(echo fwd-ok | timeout 10 "$cli" --runtime-dir "$work/run" connect loopback 9 2>/dev/null)" == fwd-ok ]] ;;
-    echo) [[ "$(echo echo-ok | timeout 10 "$cli" --runtime-dir "$work/run" connect loopback 11 2>/dev/null)" == echo-ok ]] ;;
+    agent) exec_answers web ;;
+    forward) echo_answers loopback 9 ;;
+    echo) echo_answers loopback 11 ;;
   esac
 }
 for server in agent forward echo; do serves "$server" || fail "$server does not serve before the restart"; done

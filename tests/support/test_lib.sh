@@ -98,3 +98,37 @@ expect_case() {
   grep -qx "case $2: $3" "$1" ||
     fail "guest case $2: expected status $3, got '$(grep "^case $2:" "$1" || echo nothing)'"
 }
+
+# start_tcp_echo: a TCP echo server on 127.0.0.1 in the background (each
+# connection gets back what it sent, at its EOF); sets tcp_echo_port.
+start_tcp_echo() {
+  local port_file=$work/tcp-echo.port _
+  python3 -c '
+import os, socket, sys, threading
+s = socket.create_server(("127.0.0.1", 0))
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+def serve(c):
+    data = b""
+    while (d := c.recv(65536)):
+        data += d
+    c.sendall(data)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+' "$port_file" &
+  background_pids+=($!)
+  for _ in $(seq 100); do [[ -s "$port_file" ]] && break; sleep 0.05; done
+  [[ -s "$port_file" ]] || fail "the TCP echo server did not start"
+  tcp_echo_port=$(cat "$port_file")
+}
+
+# exec_answers VM: `hvsock exec VM -- echo` answers (the agent in VM serves).
+exec_answers() {
+  [[ "$(timeout 10 "$cli" --runtime-dir "$work/run" exec "$1" -- echo exec-ok 2>/dev/null)" == exec-ok ]]
+}
+# echo_answers VM SERVICE: a line sent with `hvsock connect` comes back.
+echo_answers() {
+  [[ "$(echo echo-ok | timeout 10 "$cli" --runtime-dir "$work/run" connect "$1" "$2" 2>/dev/null)" == echo-ok ]]
+}
