@@ -3,8 +3,16 @@
 # and a busybox initramfs with the kernel's virtio and vsock modules, ready for
 # run-guest.sh. See docs/guest-kit.md.
 #
-# Usage: build-kit.sh [--add FILE[:GUEST_PATH]]... [--module NAME]... [--force] OUT_DIR
+# Usage: build-kit.sh [--kernel-series X.Y] [--add FILE[:GUEST_PATH]]... [--module NAME]... [--force] OUT_DIR
 #
+#   --kernel-series X.Y      use the newest linux-image-X.Y.*-cloud-amd64 or
+#                            linux-image-X.Y.*-cloud-amd64-unsigned package apt
+#                            knows (e.g. 6.12, bookworm's newer cloud kernel)
+#                            instead of the linux-image-cloud-amd64 metapackage.
+#                            The kit records it (KIT_KERNEL_SERIES in kit.env):
+#                            later runs without the option keep that series;
+#                            `--kernel-series default` goes back to the
+#                            metapackage.
 #   --add FILE[:GUEST_PATH]  also put FILE into the base initramfs, at
 #                            GUEST_PATH (default /opt/hvsock/BASENAME). ELF
 #                            files must be statically linked.
@@ -20,7 +28,9 @@
 # $HVSOCK_GUEST_CACHE) and unpacked with dpkg -x; it is never installed on the
 # host. Set HVSOCK_GUEST_KERNEL_PACKAGE to pin a versioned image package
 # (e.g. linux-image-6.1.0-56-cloud-amd64) instead of resolving the
-# linux-image-cloud-amd64 metapackage.
+# linux-image-cloud-amd64 metapackage; with --kernel-series the pin counts
+# only if it belongs to that series (so one pin does not turn a 6.12 kit into
+# a 6.1 one), otherwise the newest package of the series is used.
 set -euo pipefail
 
 readonly kit_format=1
@@ -53,8 +63,10 @@ out_dir=""
 adds=()
 extra_modules=()
 force=0
+kernel_series=""
 while (($#)); do
   case "$1" in
+    --kernel-series) (($# >= 2)) || usage; kernel_series=$2; shift 2 ;;
     --add) (($# >= 2)) || usage; adds+=("$2"); shift 2 ;;
     --module) (($# >= 2)) || usage; extra_modules+=("$2"); shift 2 ;;
     --force) force=1; shift ;;
@@ -64,6 +76,15 @@ while (($#)); do
   esac
 done
 [[ -n "$out_dir" ]] || usage
+# Without the option a kit keeps the series it was built with, so that tests
+# and scripts that run `build-kit.sh DIR` on a 6.12 kit do not turn it into a
+# 6.1 one.
+if [[ -z "$kernel_series" && -f "$out_dir/kit.env" ]]; then
+  kernel_series=$(sed -n 's/^KIT_KERNEL_SERIES=//p' "$out_dir/kit.env")
+fi
+[[ "$kernel_series" != default ]] || kernel_series=""
+[[ -z "$kernel_series" || "$kernel_series" =~ ^[0-9]+\.[0-9]+$ ]] ||
+  die "--kernel-series wants MAJOR.MINOR (e.g. 6.12), not $kernel_series"
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 cache_dir=${HVSOCK_GUEST_CACHE:-$out_dir/cache}
@@ -108,12 +129,30 @@ fi
 
 # Prints the versioned image package the metapackage depends on, from apt's
 # local lists (no network).
+# With --kernel-series: the newest image package of that series that apt
+# knows, by version (6.12.117+deb12 sorts after 6.12.99+deb12).
 resolve_kernel_package() {
+  if [[ -n "$kernel_series" ]]; then
+    apt-cache pkgnames "linux-image-$kernel_series." 2>/dev/null |
+      grep -E "^linux-image-${kernel_series//./\\.}\.[0-9][^ ]*-cloud-amd64(-unsigned)?$" |
+      sort -V | tail -n 1
+    return
+  fi
   apt-cache depends "$meta_package" 2>/dev/null |
     awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-cloud-amd64$/ { print $2; exit }'
 }
+# The kernel series of an image package name: linux-image-6.1.0-56-... -> 6.1.
+package_series() {
+  sed -E -n 's/^linux-image-([0-9]+\.[0-9]+)[.-].*/\1/p' <<<"$1"
+}
+resolve_what=$meta_package
+[[ -z "$kernel_series" ]] || resolve_what="linux-image-$kernel_series.*-cloud-amd64"
 
 kernel_package=${HVSOCK_GUEST_KERNEL_PACKAGE:-}
+if [[ -n "$kernel_package" && -n "$kernel_series" && "$(package_series "$kernel_package")" != "$kernel_series" ]]; then
+  note "HVSOCK_GUEST_KERNEL_PACKAGE=$kernel_package is not a $kernel_series kernel: ignored for this kit"
+  kernel_package=""
+fi
 if [[ -z "$kernel_package" ]]; then
   kernel_package=$(resolve_kernel_package || true)
   if [[ -z "$kernel_package" ]] && apt_update; then
@@ -122,10 +161,10 @@ if [[ -z "$kernel_package" ]]; then
   if [[ -z "$kernel_package" ]]; then
     # Offline and without apt lists: keep a kit that is already there.
     if [[ -f "$out_dir/kit.env" && -f "$out_dir/vmlinuz" && -f "$out_dir/initramfs.cpio.gz" ]]; then
-      note "cannot resolve $meta_package with apt; keeping the existing kit in $out_dir"
+      note "cannot resolve $resolve_what with apt; keeping the existing kit in $out_dir"
       exit 0
     fi
-    die "cannot resolve $meta_package with apt-cache (run apt-get update as root)"
+    die "cannot resolve $resolve_what with apt-cache (run apt-get update as root)"
   fi
 fi
 kernel_version_deb=$(apt-cache policy "$kernel_package" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
@@ -174,8 +213,10 @@ if [[ ! -f "$deb" ]]; then
     die "apt-get download $kernel_package=$kernel_version_deb failed"
   fi
   [[ -f "$deb" ]] || die "apt-get download did not produce $deb"
-  # Keep only the newest package in the cache.
-  find "$cache_dir" -maxdepth 1 -name 'linux-image-*.deb' ! -path "$deb" -delete
+  # Keep only the newest package of this kernel series in the cache (a cache
+  # shared through HVSOCK_GUEST_CACHE by a 6.1 and a 6.12 kit keeps both).
+  find "$cache_dir" -maxdepth 1 -name "linux-image-$(package_series "$kernel_package").[0-9]*.deb" \
+    ! -path "$deb" -delete
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hvsock-guest-kit.XXXXXX")
@@ -328,6 +369,7 @@ rm -f "$out_dir/vmlinux"
 cat >"$out_dir/kit.env" <<EOF
 # hvsock guest kit, written by scripts/guest-kit/build-kit.sh
 KIT_FORMAT=$kit_format
+KIT_KERNEL_SERIES=$kernel_series
 KIT_KERNEL_PACKAGE=$kernel_package
 KIT_KERNEL_PACKAGE_VERSION=$kernel_version_deb
 KIT_KERNEL_RELEASE=$kernel_release
