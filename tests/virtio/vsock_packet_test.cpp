@@ -142,6 +142,26 @@ TEST(VsockPacket, DataRoundTripsWhereverTheBuffersAreCut) {
   }
 }
 
+// What a 6.12 guest kernel sends (seen with the guest kit's 6.12 kernel):
+// besides 6.1's header + one linear payload buffer, RW packets whose payload
+// is a non-linear skb, one descriptor per page fragment, up to 64 KiB.
+TEST(VsockPacket, Linux612NonLinearPayloadsParse) {
+  for (const std::size_t len : {std::size_t{4096}, std::size_t{10000}, default_max_payload}) {
+    const auto payload = pattern(len, 3);
+    const auto w = wire_of(sample_header(vsock_op::rw, static_cast<std::uint32_t>(len)), payload);
+    std::vector<std::size_t> cuts{vsock_header_size};  // the header alone first
+    for (std::size_t at = vsock_header_size + 4096; at < w.size(); at += 4096) cuts.push_back(at);
+    fake_driver drv(32);
+    auto q = drv.make_queue();
+    auto p = parse_packet(tx_chain(drv, q, w, cuts));
+    ASSERT_EQ(p.status, packet_status::ok) << len << ": " << p.reason;
+    EXPECT_EQ(p.payload.size(), (len + 4095) / 4096);
+    std::vector<std::byte> got(len);
+    p.copy_payload(got);
+    EXPECT_EQ(got, payload) << len;
+  }
+}
+
 TEST(VsockPacket, LengthMismatchIsMalformed) {
   fake_driver drv(16);
   auto q = drv.make_queue();
