@@ -4,7 +4,8 @@
 # with dpkg -i, verifies the systemd unit, starts the installed
 # /usr/sbin/hvsockd on its default directories under a test NOTIFY_SOCKET
 # (READY=1, WATCHDOG=1, STOPPING=1: tests/daemon/systemd_notify_test.py),
-# runs CLI commands against it, builds a consumer against the installed
+# runs CLI commands against it, checks the man pages and the bash
+# completion (with the VM it created), builds a consumer against the installed
 # headers with find_package(hvsock) and with pkg-config, then removes (the
 # state stays), reinstalls (it is still there) and purges (nothing of the
 # packages is left, /var/lib/hvsock neither).
@@ -70,10 +71,30 @@ done
 dpkg -L hvsock libhvsock-dev | sort >"$work/files"
 ok "installed $(wc -l <"$work/files") paths"
 
-# The unit as systemd reads it (man pages are not installed yet: their
-# missing-page notes are not errors of the unit).
+# The man pages and the completion file are where man and bash-completion
+# look; the pages render without a warning.
+for page in hvsock.1 hvsock-static.1; do
+  [[ -f /usr/share/man/man1/$page.gz ]] || fail "/usr/share/man/man1/$page.gz is not installed"
+done
+[[ -f /usr/share/man/man8/hvsockd.8.gz ]] || fail "/usr/share/man/man8/hvsockd.8.gz is not installed"
+completion=/usr/share/bash-completion/completions/hvsock
+[[ -f "$completion" ]] || fail "$completion is not installed"
+cmp -s "$completion" <(hvsock completion bash) ||
+  fail "$completion is not what hvsock completion bash prints"
+if command -v man >/dev/null; then
+  for page in hvsock hvsockd hvsock-static; do
+    path=$(man -w "$page" 2>/dev/null) || fail "man -w $page finds no page"
+    warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$path" 2>&1 >/dev/null)
+    [[ -z "$warnings" ]] || fail "man $page: $warnings"
+  done
+  ok "man -w hvsock, hvsockd, hvsock-static: installed, rendered without a warning; $completion installed"
+else
+  ok "man pages and $completion installed (no man-db here to render them)"
+fi
+
+# The unit as systemd reads it; its Documentation= pages are installed now.
 systemd-analyze verify /lib/systemd/system/hvsockd.service >"$work/verify.log" 2>&1 || true
-if grep -v "Command 'man " "$work/verify.log" | grep -q .; then
+if grep -q . "$work/verify.log"; then
   cat "$work/verify.log"
   fail "systemd-analyze verify found problems in hvsockd.service"
 fi
@@ -99,6 +120,11 @@ hvsock run --vm web -- socat -u "FILE:$work/in" VSOCK-CONNECT:2:5000 ||
 wait "$listen_pid" || fail "hvsock listen: $(cat "$work/listen.err")"
 [[ "$(cat "$work/got")" == hello ]] || fail "hvsock listen got '$(cat "$work/got")'"
 ok "installed hvsockd on /var/lib/hvsock and /run/hvsock; socat in VM web under the installed shim reached hvsock listen"
+# The installed completion names the daemon's partitions.
+offered=$(bash --norc --noprofile -c 'source "$1"; COMP_WORDS=(hvsock vm remove w); COMP_CWORD=3
+  _hvsock; printf "%s\n" "${COMPREPLY[@]}"' completion "$completion")
+[[ "$offered" == web ]] || fail "the installed completion offered '$offered' for hvsock vm remove w"
+ok "the installed completion: hvsock vm remove w<TAB> -> web"
 kill "$daemon_pid"
 wait "$daemon_pid" || fail "hvsockd exited non-zero on SIGTERM: $(cat "$work/hvsockd.log")"
 daemon_pid=""

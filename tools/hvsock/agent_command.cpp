@@ -286,11 +286,13 @@ void add_agent_command(CLI::App& app, global_options& options) {
   auto args = std::make_shared<agent_args>();
   auto* agent = app.add_subcommand(
       "agent", "Run the guest agent (serves hvsock exec and cp) in this partition or QEMU guest");
-  agent
-      ->add_option("--allow", args->allow,
-                   "admit: children, any, parent, loopback, a partition NAME or a VmId "
-                   "(repeatable; default: the parent partition only)")
-      ->type_name("WHO");
+  completes_partition(agent
+                          ->add_option("--allow", args->allow,
+                                       "admit: children, any, parent, loopback, a partition "
+                                       "NAME or a VmId (repeatable; default: the parent "
+                                       "partition only)")
+                          ->type_name("WHO"),
+                      {"children", "any", "parent", "loopback"});
   agent
       ->add_option("--max-sessions", args->max_sessions,
                    "sessions at once; more connections are told the agent is busy")

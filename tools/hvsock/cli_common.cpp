@@ -99,8 +99,9 @@ int report_parse_error(CLI::App& app, const CLI::ParseError& e, const std::strin
   }
   std::string reason = e.what();
   std::vector<std::string> commands;
-  for (const CLI::App* sub : current->get_subcommands(
-           [](const CLI::App* s) { return !s->get_name().empty() && !s->get_disabled(); }))
+  for (const CLI::App* sub : current->get_subcommands([](const CLI::App* s) {
+         return !s->get_name().empty() && !s->get_disabled() && !s->get_group().empty();
+       }))
     commands.push_back(sub->get_name());
   if (!commands.empty() && current->get_require_subcommand_min() > 0) {
     // No (sub)command was recognised. The words CLI11 could not place end up

@@ -12,9 +12,16 @@
 
 #include <hvsock/hvsock.hpp>
 
+#include "completion_hint.hpp"
 #include "protocol/management_client.hpp"
 
 namespace hvsock::cli {
+
+using cli_reference::completes_command;
+using cli_reference::completes_file;
+using cli_reference::completes_guest_command;
+using cli_reference::completes_partition;
+using cli_reference::completes_service;
 
 struct global_options {
   std::string runtime_dir;  // --runtime-dir; empty: HVSOCK_RUNTIME_DIR or the default
@@ -97,5 +104,8 @@ void add_agent_command(CLI::App& app, global_options& options);
 void add_exec_command(CLI::App& app, global_options& options);
 void add_forward_command(CLI::App& app, global_options& options);
 void add_cp_command(CLI::App& app, global_options& options);
+// completion (and the hidden __complete and __man): after all the others,
+// since they describe the whole app.
+void add_reference_commands(CLI::App& app, global_options& options);
 
 }  // namespace hvsock::cli

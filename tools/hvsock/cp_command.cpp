@@ -80,8 +80,8 @@ void add_cp_command(CLI::App& app, global_options& options) {
   auto args = std::make_shared<cp_args>();
   auto* cp = app.add_subcommand(
       "cp", "Copy a file or directory into a VM (DST = VM:PATH) or out of one (SRC = VM:PATH)");
-  cp->add_option("SRC", args->source, "a local path, or VM:PATH")->required();
-  cp->add_option("DST", args->destination, "a local path, or VM:PATH")->required();
+  completes_file(cp->add_option("SRC", args->source, "a local path, or VM:PATH")->required());
+  completes_file(cp->add_option("DST", args->destination, "a local path, or VM:PATH")->required());
   cp->add_flag("-q,--quiet", args->quiet, "no progress line, even on a terminal");
   cp->callback([args, &options] {
     const auto from = parse_location(args->source);

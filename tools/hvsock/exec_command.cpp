@@ -207,8 +207,11 @@ void add_exec_command(CLI::App& app, global_options& options) {
   exec->add_option("-C,--cwd", args->cwd, "the command's working directory in the VM");
   exec->add_option("--timeout", args->timeout_ms, "connect timeout in milliseconds")
       ->check(CLI::Range(1, 3600000));
-  exec->add_option("VM", args->vm, "the VM: a partition name or VmId")->required();
-  exec->add_option("CMD", args->command, "the command and its arguments (after --)")->required();
+  completes_partition(
+      exec->add_option("VM", args->vm, "the VM: a partition name or VmId")->required());
+  completes_guest_command(
+      exec->add_option("CMD", args->command, "the command and its arguments (after --)")
+          ->required());
   exec->callback([args, &options] {
     for (const auto& e : args->env)
       if (e.find('=') == std::string::npos || e.front() == '=')

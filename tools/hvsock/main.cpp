@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
   app.add_option("--runtime-dir", options.runtime_dir,
                  "hvsockd's runtime directory (default: $HVSOCK_RUNTIME_DIR, else /run/hvsock "
                  "for root, else $XDG_RUNTIME_DIR/hvsock)")
-      ->envname("HVSOCK_RUNTIME_DIR");
+      ->envname("HVSOCK_RUNTIME_DIR")
+      ->type_name("DIR");
 
   auto* status = app.add_subcommand("status", "Exit 0 when hvsockd answers; print what it reports");
   double wait_seconds = 0;
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   add_exec_command(app, options);
   add_forward_command(app, options);
   add_cp_command(app, options);
+  add_reference_commands(app, options);
 
   try {
     app.parse(argc, argv);

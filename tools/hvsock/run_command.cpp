@@ -56,7 +56,7 @@ void add_run_command(CLI::App& app, global_options& options) {
   };
   auto args = std::make_shared<run_args>();
   auto* run = app.add_subcommand("run", "Run a command inside a partition (default: the host)");
-  run->add_option("--vm", args->vm, "the partition to run in");
+  completes_partition(run->add_option("--vm", args->vm, "the partition to run in"));
   run->add_flag("--no-preload", args->no_preload,
                 "do not preload libhvsock-preload.so (CMD's own AF_VSOCK sockets then are "
                 "the kernel's)");
@@ -66,7 +66,9 @@ void add_run_command(CLI::App& app, global_options& options) {
   run->add_flag("--no-network", args->no_network,
                 "give the partition its own network namespace with only loopback up (default: "
                 "the host's network)");
-  run->add_option("CMD", args->command, "the command and its arguments (after --)")->required();
+  completes_command(
+      run->add_option("CMD", args->command, "the command and its arguments (after --)")
+          ->required());
   run->callback([args, &options] {
     if (auto inside = detail::isolated_partition())
       fail("hvsock run is not available inside partition \"" + inside->name +

@@ -78,18 +78,26 @@ void add_service_commands(CLI::App& app, global_options& options) {
   list->callback([args, &options] { list_services(options, args->json); });
 
   auto* enable = service->add_subcommand("enable", "Enable a service (everywhere, or for one VM)");
-  enable->add_option("ID", args->service, "service GUID, vsock port number or name")->required();
-  enable->add_option("--vm", args->vm, "remove the per-VM override for this partition only");
+  completes_service(
+      enable->add_option("ID", args->service, "service GUID, vsock port number or name")
+          ->required());
+  completes_partition(
+      enable->add_option("--vm", args->vm, "remove the per-VM override for this partition only"));
   enable->callback([args, &options] { set_enabled(options, *args, true); });
 
   auto* disable =
       service->add_subcommand("disable", "Disable a service (everywhere, or for one VM)");
-  disable->add_option("ID", args->service, "service GUID, vsock port number or name")->required();
-  disable->add_option("--vm", args->vm, "disable it only for connections involving this VM");
+  completes_service(
+      disable->add_option("ID", args->service, "service GUID, vsock port number or name")
+          ->required());
+  completes_partition(
+      disable->add_option("--vm", args->vm, "disable it only for connections involving this VM"));
   disable->callback([args, &options] { set_enabled(options, *args, false); });
 
   auto* remove = service->add_subcommand("remove", "Remove a service from the registry");
-  remove->add_option("ID", args->service, "service GUID, vsock port number or name")->required();
+  completes_service(
+      remove->add_option("ID", args->service, "service GUID, vsock port number or name")
+          ->required());
   remove->callback([args, &options] {
     auto client = open_management(options);
     must(client.call("service.remove", {{"service", service_argument(args->service)}}));

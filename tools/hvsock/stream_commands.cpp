@@ -99,12 +99,15 @@ void add_stream_commands(CLI::App& app, global_options& options) {
       "listen",
       "Accept one connection to SERVICE in this partition, then copy stdin to it and it to "
       "stdout");
-  listen_cmd->add_option("--from", args->from,
-                         "who may connect: any, children, parent, loopback, or a VmId/partition "
-                         "name");
-  listen_cmd
-      ->add_option("SERVICE", args->service, "service GUID, vsock port number or registered name")
-      ->required();
+  completes_partition(listen_cmd->add_option(
+                          "--from", args->from,
+                          "who may connect: any, children, parent, loopback, or a VmId/partition "
+                          "name"),
+                      {"any", "children", "parent", "loopback"});
+  completes_service(listen_cmd
+                        ->add_option("SERVICE", args->service,
+                                     "service GUID, vsock port number or registered name")
+                        ->required());
   listen_cmd->add_flag("-r,--recv-only", args->recv_only,
                        "only receive: never read stdin, half-close at once (also the default for "
                        "a background job whose stdin is the terminal)");
@@ -122,11 +125,15 @@ void add_stream_commands(CLI::App& app, global_options& options) {
 
   auto* connect_cmd = app.add_subcommand(
       "connect", "Connect to SERVICE in TARGET, then copy stdin to it and it to stdout");
-  connect_cmd->add_option("TARGET", args->target, "parent, loopback, a partition name or a VmId")
-      ->required();
-  connect_cmd
-      ->add_option("SERVICE", args->service, "service GUID, vsock port number or registered name")
-      ->required();
+  completes_partition(
+      connect_cmd
+          ->add_option("TARGET", args->target, "parent, loopback, a partition name or a VmId")
+          ->required(),
+      {"parent", "loopback"});
+  completes_service(connect_cmd
+                        ->add_option("SERVICE", args->service,
+                                     "service GUID, vsock port number or registered name")
+                        ->required());
   connect_cmd->add_option("--timeout", args->timeout_ms, "connect timeout in milliseconds")
       ->check(CLI::Range(1, 3600000));
   connect_cmd->add_flag("-r,--recv-only", args->recv_only,

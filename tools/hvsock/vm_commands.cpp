@@ -39,7 +39,8 @@ void add_vm_commands(CLI::App& app, global_options& options) {
 
   auto* create = vm->add_subcommand("create", "Create a partition; prints its VmId");
   create->add_option("NAME", args->name, "partition name")->required();
-  create->add_option("--parent", args->parent, "parent partition (default: host)");
+  completes_partition(
+      create->add_option("--parent", args->parent, "parent partition (default: host)"));
   create->add_option("--kind", args->kind, "vm or container")
       ->check(CLI::IsMember({"vm", "container"}));
   create->add_option("--id", args->id, "the VmId (default: a new random GUID)");
@@ -110,7 +111,7 @@ void add_vm_commands(CLI::App& app, global_options& options) {
   });
 
   auto* remove = vm->add_subcommand("remove", "Remove a partition (it must have no children)");
-  remove->add_option("NAME", args->name, "partition name")->required();
+  completes_partition(remove->add_option("NAME", args->name, "partition name")->required());
   remove->callback([args, &options] {
     auto client = open_management(options);
     must_naming_partition(client.call("vm.remove", {{"name", args->name}}), args->name);

@@ -16,11 +16,15 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "daemon/switch_daemon.hpp"
 #include "daemon/systemd_notifier.hpp"
+#include "man_page.hpp"
 #include "protocol/runtime_paths.hpp"
 
 namespace {
@@ -92,6 +96,24 @@ std::string parse_owner(const std::string& text, daemon_options& options) {
   return {};
 }
 
+int print_man_page(CLI::App& app, const std::string& template_path) {
+  std::ifstream in(template_path);
+  if (!in) {
+    log_line("--man: cannot read " + template_path);
+    return 1;
+  }
+  std::ostringstream page_template;
+  page_template << in.rdbuf();
+  try {
+    std::cout << hvsock::cli_reference::render_man_page(hvsock::cli_reference::describe(app),
+                                                        "hvsockd", page_template.str());
+  } catch (const std::exception& e) {
+    log_line(std::string("--man: ") + e.what());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -108,29 +130,44 @@ int main(int argc, char** argv) {
   bool verbose = false;
   std::string metrics_listen;
 
+  // The defaults depend on who runs hvsockd, so they are described, not
+  // shown: the man page is generated from these lines at build time.
   app.add_option("--state-dir", options.state_dir,
-                 "Where the registry and partitions are kept (state.json)")
-      ->capture_default_str();
+                 "Where the registry and partitions are kept (state.json); default: "
+                 "$HVSOCK_STATE_DIR, else /var/lib/hvsock for root, else "
+                 "$XDG_STATE_HOME/hvsock or ~/.local/state/hvsock")
+      ->type_name("DIR");
   app.add_option("--runtime-dir", options.runtime_dir,
-                 "Where the management socket and the partitions' control sockets live")
-      ->capture_default_str();
+                 "Where the management socket and the partitions' control sockets live; "
+                 "default: $HVSOCK_RUNTIME_DIR, else /run/hvsock for root, else "
+                 "$XDG_RUNTIME_DIR/hvsock or /tmp/hvsock-UID")
+      ->type_name("DIR");
   app.add_option("--socket-mode", socket_mode, "Octal mode of every socket file")
+      ->type_name("MODE")
       ->capture_default_str();
   app.add_option("--socket-owner", socket_owner,
-                 "Owner of every socket file: USER, USER:GROUP or :GROUP");
+                 "Owner of every socket file: USER, USER:GROUP or :GROUP")
+      ->type_name("OWNER");
   app.add_option("--max-clients", max_clients,
                  "Most control and management connections open at once")
+      ->type_name("N")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
   app.add_option("--max-clients-per-partition", options.limits.max_clients_per_partition,
                  "Most control connections open at once through one partition's socket")
+      ->type_name("N")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
   auto* metrics_option = app.add_option(
       "--metrics-listen", metrics_listen,
       "Serve Prometheus metrics at http://ADDR:PORT/metrics: IPV4:PORT, [IPV6]:PORT, "
       "or :PORT for 127.0.0.1 (loopback unless an address is given)");
+  metrics_option->type_name("ADDRESS");
   app.add_flag("-v,--verbose", verbose, "Also log every brokered connection");
+  // Hidden (group ""): prints the man page hvsockd(8) from a template
+  // (packaging/man/hvsockd.8.in) and these definitions; the build runs it.
+  std::string man_template;
+  app.add_option("--man", man_template, "Print the man page")->group("");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -139,6 +176,8 @@ int main(int argc, char** argv) {
     log_line(std::string(e.what()) + " (see: hvsockd --help)");
     return 2;
   }
+
+  if (!man_template.empty()) return print_man_page(app, man_template);
 
   const auto mode = parse_number(socket_mode, 8);
   if (!mode || *mode > 0777) {
