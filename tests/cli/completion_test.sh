@@ -90,10 +90,10 @@ expect_quiet connect web ""
 # 2. Commands, options and choices come from the definitions.
 expect_exactly "status service vm run listen connect stats agent exec forward cp completion" ""
 expect_exactly "service stats status" s
-expect_exactly "create list remove" vm ""
+expect_exactly "create list remove set" vm ""
 expect_exactly "register list enable disable remove" service ""
 expect_exactly "-h --help --version --runtime-dir" -
-expect_exactly "--qemu" vm create db --q
+expect_exactly "--qemu --qmp" vm create db --q
 expect_including "--parent --kind --id --cid --qemu --help --runtime-dir" vm create db -
 expect_exactly "vm container" vm create db --kind ""
 expect_exactly "prometheus" stats --format p
@@ -110,6 +110,7 @@ hv service register --name echo --port 5000 >/dev/null
 hv service register --name "HV Demo" >/dev/null
 expect_including "web db" vm remove ""
 expect_exactly "web" vm remove w
+expect_including "web db" vm set ""
 expect_exactly "web" exec w
 expect_exactly "db" run --vm d
 expect_exactly "web" service disable echo --vm w

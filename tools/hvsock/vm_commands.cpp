@@ -94,7 +94,7 @@ void add_vm_commands(CLI::App& app, global_options& options) {
 
   auto* set =
       vm->add_subcommand("set", "Change a partition's settings (a QEMU guest's QMP socket)");
-  set->add_option("NAME", args->name, "partition name")->required();
+  completes_partition(set->add_option("NAME", args->name, "partition name")->required());
   auto* set_qmp =
       set->add_option("--qmp", args->qmp,
                       "the QMP socket of the guest's QEMU, an absolute path; hvsockd re-plugs "
