@@ -12,6 +12,8 @@ packages=(
   # hvsockd's systemd notify support; the Debian packages (scripts/package.sh)
   # and their checks: CPack's shlibdeps needs file, lintian, the metrics parser
   libsystemd-dev file lintian python3-prometheus-client
+  # the man pages' checks (cli.man_pages renders them; the package test finds them)
+  groff-base man-db
   # unmodified vsock programs the preload shim's tests run; curl for forward's
   ncat curl
   # the libFuzzer run of test.sh: clang and its fuzzer/sanitizer runtimes

@@ -122,8 +122,7 @@ def compare(program_name, by_help, by_page):
 
 def check_renders(path):
     if shutil.which("groff") is None:
-        print(f"skip: groff is not installed, {os.path.basename(path)} not rendered")
-        return
+        fail("groff is not installed (scripts/install-deps.sh installs groff-base)")
     run = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", path], capture_output=True,
                          text=True, timeout=60)
     if run.returncode != 0 or run.stderr.strip():

@@ -20,7 +20,8 @@ fail() {
 }
 ok() { echo "ok: $*"; }
 [[ "$(id -u)" == 0 ]] || fail "package_test.sh installs packages: run it as root"
-if dpkg-query -W -f='${db:Status-Status}' hvsock libhvsock-dev 2>/dev/null | grep -q installed; then
+installed=$(dpkg-query -W -f='${db:Status-Status} ' hvsock libhvsock-dev 2>/dev/null || true)
+if [[ "$installed" == *installed* ]]; then
   fail "hvsock is installed as a package here: this test installs and purges it, run it elsewhere"
 fi
 work=$(mktemp -d /var/tmp/hvpackage-XXXXXX)
@@ -72,28 +73,38 @@ dpkg -L hvsock libhvsock-dev | sort >"$work/files"
 ok "installed $(wc -l <"$work/files") paths"
 
 # The man pages and the completion file are where man and bash-completion
-# look; the pages render without a warning.
-for page in hvsock.1 hvsock-static.1; do
-  [[ -f /usr/share/man/man1/$page.gz ]] || fail "/usr/share/man/man1/$page.gz is not installed"
-done
-[[ -f /usr/share/man/man8/hvsockd.8.gz ]] || fail "/usr/share/man/man8/hvsockd.8.gz is not installed"
-completion=/usr/share/bash-completion/completions/hvsock
-[[ -f "$completion" ]] || fail "$completion is not installed"
-cmp -s "$completion" <(hvsock completion bash) ||
-  fail "$completion is not what hvsock completion bash prints"
-if command -v man >/dev/null; then
+# look; the pages render without a warning. (Minimised images tell dpkg not
+# to unpack man pages: then the package's own contents are checked.)
+pages=(man1/hvsock.1.gz man1/hvsock-static.1.gz man8/hvsockd.8.gz)
+man_unpacked=1
+grep -qs '^path-exclude=*/usr/share/man' /etc/dpkg/dpkg.cfg.d/* && man_unpacked=0
+if ((!man_unpacked)); then
+  contents=$(dpkg-deb -c "$(printf '%s\n' "${debs[@]}" | grep '/hvsock_')")
+  for page in "${pages[@]}"; do
+    grep -q "/usr/share/man/$page\$" <<<"$contents" ||
+      fail "the package has no /usr/share/man/$page"
+  done
+  ok "man pages in the package (this machine's dpkg does not unpack man pages)"
+else
+  for page in "${pages[@]}"; do
+    [[ -f /usr/share/man/$page ]] || fail "/usr/share/man/$page is not installed"
+  done
   for page in hvsock hvsockd hvsock-static; do
     path=$(man -w "$page" 2>/dev/null) || fail "man -w $page finds no page"
     warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$path" 2>&1 >/dev/null)
     [[ -z "$warnings" ]] || fail "man $page: $warnings"
   done
-  ok "man -w hvsock, hvsockd, hvsock-static: installed, rendered without a warning; $completion installed"
-else
-  ok "man pages and $completion installed (no man-db here to render them)"
+  ok "man -w hvsock, hvsockd, hvsock-static: installed, rendered without a warning"
 fi
+completion=/usr/share/bash-completion/completions/hvsock
+[[ -f "$completion" ]] || fail "$completion is not installed"
+cmp -s "$completion" <(hvsock completion bash) ||
+  fail "$completion is not what hvsock completion bash prints"
 
-# The unit as systemd reads it; its Documentation= pages are installed now.
+# The unit as systemd reads it; its Documentation= pages are installed now
+# (unless this dpkg leaves man pages out: then those notes are expected).
 systemd-analyze verify /lib/systemd/system/hvsockd.service >"$work/verify.log" 2>&1 || true
+((man_unpacked)) || sed -i "/Command 'man /d" "$work/verify.log"
 if grep -q . "$work/verify.log"; then
   cat "$work/verify.log"
   fail "systemd-analyze verify found problems in hvsockd.service"
