@@ -12,8 +12,9 @@ packages=(
   # hvsockd's systemd notify support; the Debian packages (scripts/package.sh)
   # and their checks: CPack's shlibdeps needs file, lintian, the metrics parser
   libsystemd-dev file lintian python3-prometheus-client
-  # the man pages' checks (cli.man_pages renders them; the package test finds them)
-  groff-base man-db
+  # the man pages' checks (cli.man_pages renders them; the package test finds
+  # them); systemd-analyze for the package test's check of the unit
+  groff-base man-db systemd
   # unmodified vsock programs the preload shim's tests run; curl for forward's
   ncat curl
   # the libFuzzer run of test.sh: clang and its fuzzer/sanitizer runtimes
