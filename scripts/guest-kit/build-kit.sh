@@ -46,7 +46,7 @@ readonly default_modules=(
   vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport vsock_loopback
   virtio_net
 )
-readonly host_packages=(qemu-system-x86 busybox-static cpio binutils gzip lz4)
+readonly host_packages=(qemu-system-x86 busybox-static cpio binutils gzip lz4 xz-utils)
 
 note() { printf 'build-kit: %s\n' "$*" >&2; }
 die() {
