@@ -49,7 +49,7 @@ void add_reference_commands(CLI::App& app, global_options& options) {
   completion->add_option("SHELL", *shell, "the shell: bash")
       ->required()
       ->check(CLI::IsMember({"bash"}));
-  completion->callback([&app] {
+  completion->callback([shell, &app] {  // keeps the option's target alive
     std::cout << cli_reference::render_bash_completion(cli_reference::describe(app), "hvsock",
                                                        {"hvsock", "hvsock-static"});
   });
