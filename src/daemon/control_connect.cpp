@@ -146,8 +146,8 @@ result<void> control_server::hand_to_listener(
                              fmt::format("the listener {} in \"{}\" is not taking connections "
                                          "(its socket buffer is full)",
                                          listener.bound.to_string(), decision.target_name)));
-    log_(fmt::format("{}: listener {} closed ({})", decision.target_name,
-                     listener.bound.to_string(), queued.error().message()));
+    log_(log_level::info, fmt::format("{}: listener {} closed ({})", decision.target_name,
+                                      listener.bound.to_string(), queued.error().message()));
     const std::string target_name = decision.target_name;
     close_client(listener.id);
     return refused(failure(errc::connection_refused,
@@ -157,7 +157,8 @@ result<void> control_server::hand_to_listener(
   counters_.record_accepted(target.service, inode_of(listener_end->get()), 0);
   partition_counters_.record_connection(source.name, decision.target_name);
   if (options_.log_connections)
-    log_(fmt::format("{}: connect {}: to \"{}\" (listener {})", source.name, target.to_string(),
+    log_(log_level::debug,
+         fmt::format("{}: connect {}: to \"{}\" (listener {})", source.name, target.to_string(),
                      decision.target_name, decision.listener_local.to_string()));
   return {};
 }
@@ -173,7 +174,8 @@ void control_server::reply_connected(client& c, const partition& source, const e
           detail::send_message(c.fd.get(), wire::as_bytes(reply), connector_end, MSG_DONTWAIT);
       !sent) {
     // The listener already has its end; it will read EOF when ours closes.
-    log_(fmt::format("{}: connect {}: the connector went away before the reply ({})", c.partition,
+    log_(log_level::info,
+         fmt::format("{}: connect {}: the connector went away before the reply ({})", c.partition,
                      target.to_string(), sent.error().message()));
   }
   close_client(c.id);

@@ -72,11 +72,11 @@ void control_server::qmp_socket_changed(const partition& p) {
 void control_server::reattach_qemu_guests() {
   for (const auto& [name, guest] : guests_) {
     if (guest->attached() || replugs_.contains(name)) continue;  // open_guest started those
-    log_(
-        fmt::format("{}: no QMP socket recorded for this QEMU guest, so hvsockd cannot "
-                    "reattach a QEMU still running from before this start: restart that QEMU "
-                    "(or create the VM with --qmp)",
-                    name));
+    log_(log_level::warning,
+         fmt::format("{}: no QMP socket recorded for this QEMU guest, so hvsockd cannot "
+                     "reattach a QEMU still running from before this start: restart that QEMU "
+                     "(or create the VM with --qmp)",
+                     name));
   }
 }
 
@@ -95,7 +95,8 @@ void control_server::connect_into_guest(client& c, const partition& source, cons
   c.waiting_for_guest = true;
   c.reply_fd = std::move(connector_end);
   if (options_.log_connections)
-    log_(fmt::format("{}: connect {}: asking VM \"{}\" (guest port {})", source.name,
+    log_(log_level::debug,
+         fmt::format("{}: connect {}: asking VM \"{}\" (guest port {})", source.name,
                      target.to_string(), decision.target_name, *decision.guest_port));
   // The answer may come at once (no QEMU attached, too many connections);
   // `c` must not be used after this call.

@@ -95,10 +95,11 @@ void control_server::log_listening(const client& c) {
   const std::string name =
       s != nullptr ? fmt::format(" \"{}\"", s->name) : std::string(" (unregistered)");
   if (c.backlog == 0)
-    log_(fmt::format("{}: bound {}{} (not listening yet)", c.partition, c.bound.to_string(), name));
+    log_(log_level::info,
+         fmt::format("{}: bound {}{} (not listening yet)", c.partition, c.bound.to_string(), name));
   else
-    log_(fmt::format("{}: listening on {}{} (backlog {})", c.partition, c.bound.to_string(), name,
-                     c.backlog));
+    log_(log_level::info, fmt::format("{}: listening on {}{} (backlog {})", c.partition,
+                                      c.bound.to_string(), name, c.backlog));
 }
 
 void control_server::handle_listener_message(client& c, wire::message_type type,

@@ -57,8 +57,8 @@ control_server::control_server(event_loop& loop, client_budget& budget,
       counters_(counters),
       options_(std::move(opts)),
       log_(log),
-      refusal_log_("refusals suppressed", log),
-      silent_log_("silent control clients closed", std::move(log)) {}
+      refusal_log_("refusals suppressed", log_level::info, log),
+      silent_log_("silent control clients closed", log_level::warning, std::move(log)) {}
 
 control_server::~control_server() {
   close_all();
@@ -169,8 +169,8 @@ std::optional<detail::received_message> control_server::receive(client& c,
   if (!got) {
     if (got.error().code() == errc::would_block) return std::nullopt;
     if (c.listening)
-      log_(fmt::format("{}: listener {} closed ({})", c.partition, c.bound.to_string(),
-                       got.error().message()));
+      log_(log_level::info, fmt::format("{}: listener {} closed ({})", c.partition,
+                                        c.bound.to_string(), got.error().message()));
     close_client(c.id);
     return std::nullopt;
   }
@@ -187,7 +187,9 @@ std::optional<detail::received_message> control_server::receive(client& c,
     return std::nullopt;
   }
   if (got->size == 0) {  // EOF (a SEQPACKET peer may not send empty messages to us)
-    if (c.listening) log_(fmt::format("{}: listener {} closed", c.partition, c.bound.to_string()));
+    if (c.listening)
+      log_(log_level::info,
+           fmt::format("{}: listener {} closed", c.partition, c.bound.to_string()));
     close_client(c.id);
     return std::nullopt;
   }
@@ -290,7 +292,8 @@ void control_server::refuse(client& c, const failure& why) {
 }
 
 void control_server::protocol_error(client& c, const std::string& what) {
-  log_(fmt::format("{}: closing a control client: protocol error: {}", c.partition, what));
+  log_(log_level::warning,
+       fmt::format("{}: closing a control client: protocol error: {}", c.partition, what));
   close_client(c.id);
 }
 

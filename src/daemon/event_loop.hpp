@@ -28,13 +28,10 @@
 #include <hvsock/result.hpp>
 #include <hvsock/unique_fd.hpp>
 
+#include "daemon/log.hpp"
 #include "sys/socket_ops.hpp"
 
 namespace hvsock::daemon {
-
-// The daemon's one way to say something: one line, without the newline.
-// Code under src/daemon never prints by itself.
-using log_function = std::function<void(const std::string& line)>;
 
 class event_loop {
  public:

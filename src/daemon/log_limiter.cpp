@@ -8,11 +8,16 @@
 
 namespace hvsock::daemon {
 
-log_limiter::log_limiter(std::string what, log_function log)
-    : log_limiter(std::move(what), std::move(log), limits{}, [] { return clock::now(); }) {}
+log_limiter::log_limiter(std::string what, log_level level, log_function log)
+    : log_limiter(std::move(what), level, std::move(log), limits{}, [] { return clock::now(); }) {}
 
-log_limiter::log_limiter(std::string what, log_function log, limits l, now_function now)
-    : what_(std::move(what)), log_(std::move(log)), limits_(l), now_(std::move(now)) {}
+log_limiter::log_limiter(std::string what, log_level level, log_function log, limits l,
+                         now_function now)
+    : what_(std::move(what)),
+      level_(level),
+      log_(std::move(log)),
+      limits_(l),
+      now_(std::move(now)) {}
 
 bool log_limiter::log(const std::string& key, const std::string& line) {
   const clock::time_point now = now_();
@@ -26,7 +31,7 @@ bool log_limiter::log(const std::string& key, const std::string& line) {
   window& w = it->second;
   if (w.logged < limits_.lines) {
     ++w.logged;
-    log_(line);
+    log_(level_, line);
     return true;
   }
   ++w.suppressed;
@@ -56,7 +61,8 @@ std::optional<log_limiter::clock::time_point> log_limiter::next_flush() const {
 }
 
 void log_limiter::end_window(const std::string& key, const window& w) {
-  if (w.suppressed > 0) log_(fmt::format("{}: ... and {} more {}", key, w.suppressed, what_));
+  if (w.suppressed > 0)
+    log_(level_, fmt::format("{}: ... and {} more {}", key, w.suppressed, what_));
 }
 
 }  // namespace hvsock::daemon

@@ -37,8 +37,9 @@ class log_limiter {
   };
 
   // `what` ends the summary line ("refusals suppressed"); 10 lines a second.
-  log_limiter(std::string what, log_function log);
-  log_limiter(std::string what, log_function log, limits l, now_function now);
+  // Every line, summaries included, is logged at `level`.
+  log_limiter(std::string what, log_level level, log_function log);
+  log_limiter(std::string what, log_level level, log_function log, limits l, now_function now);
 
   // Logs `line` if `key` has budget left in its window, else counts it.
   // Returns whether it was logged.
@@ -60,6 +61,7 @@ class log_limiter {
   void end_window(const std::string& key, const window& w);
 
   std::string what_;
+  log_level level_;
   log_function log_;
   limits limits_;
   now_function now_;

@@ -133,7 +133,7 @@ std::string management_server::handle_line(std::string_view line) {
       outcome = dispatch(request);
     } catch (const std::exception& e) {
       // A bug, not the client's fault; keep serving.
-      log_(fmt::format("management request failed unexpectedly: {}", e.what()));
+      log_(log_level::error, fmt::format("management request failed unexpectedly: {}", e.what()));
       outcome = failure(errc::protocol_error, fmt::format("internal error: {}", e.what()));
     }
   }
@@ -176,7 +176,7 @@ result<void> management_server::commit(const partition_tree& old_partitions,
   if (saved) return {};
   ctx_.partitions = old_partitions;
   ctx_.services = old_services;
-  log_(fmt::format("{} (the change was not made)", saved.error().message()));
+  log_(log_level::error, fmt::format("{} (the change was not made)", saved.error().message()));
   return saved.error().with_context("the change was not made");
 }
 
@@ -246,7 +246,7 @@ result<json> management_server::service_register(const json& request) {
   if (!added) return added.error();
   if (auto ok = commit(ctx_.partitions, before); !ok) return ok.error();
   const service_entry& s = *ctx_.services.find(sid);
-  log_(fmt::format("service registered: \"{}\" ({})", s.name, s.id.to_string()));
+  log_(log_level::notice, fmt::format("service registered: \"{}\" ({})", s.name, s.id.to_string()));
   return describe(s);
 }
 
@@ -278,8 +278,8 @@ result<json> management_server::service_set_enabled(const json& request, bool en
   }
   if (auto ok = commit(ctx_.partitions, before); !ok) return ok.error();
   const service_entry& s = *ctx_.services.find(sid);
-  log_(fmt::format("service \"{}\" ({}) {}{}", s.name, s.id.to_string(),
-                   enabled ? "enabled" : "disabled", scope));
+  log_(log_level::notice, fmt::format("service \"{}\" ({}) {}{}", s.name, s.id.to_string(),
+                                      enabled ? "enabled" : "disabled", scope));
   return describe(s);
 }
 
@@ -293,7 +293,8 @@ result<json> management_server::service_remove(const json& request) {
   if (auto ok = ctx_.services.remove(removed.id); !ok) return ok.error();
   if (auto ok = commit(ctx_.partitions, before); !ok) return ok.error();
   ctx_.counters.forget(removed.id);
-  log_(fmt::format("service removed: \"{}\" ({})", removed.name, removed.id.to_string()));
+  log_(log_level::notice,
+       fmt::format("service removed: \"{}\" ({})", removed.name, removed.id.to_string()));
   return json{{"id", removed.id.to_string()}, {"name", removed.name}};
 }
 
@@ -346,7 +347,8 @@ result<json> management_server::vm_create(const json& request) {
     return ok.error();
   }
   const partition& p = *ctx_.partitions.find(spec.name);
-  log_(fmt::format("partition created: \"{}\" ({}, VmId {}, CID {}, parent \"{}\"{})", p.name,
+  log_(log_level::notice,
+       fmt::format("partition created: \"{}\" ({}, VmId {}, CID {}, parent \"{}\"{})", p.name,
                    to_string(p.kind), p.id.to_string(), p.cid, spec.parent,
                    p.qmp_socket.empty() ? "" : ", QMP socket " + p.qmp_socket));
   return describe(p);
@@ -372,7 +374,8 @@ result<json> management_server::vm_remove(const json& request) {
   ctx_.services.forget_partition(removed.id);
   if (auto ok = commit(partitions_before, services_before); !ok) return ok.error();
   ctx_.control.close_partition(removed.name);
-  log_(fmt::format("partition removed: \"{}\" (VmId {})", removed.name, removed.id.to_string()));
+  log_(log_level::notice,
+       fmt::format("partition removed: \"{}\" (VmId {})", removed.name, removed.id.to_string()));
   return description;
 }
 
@@ -389,14 +392,16 @@ result<json> management_server::vm_set(const json& request) {
   if (auto ok = commit(before, ctx_.services); !ok) return ok.error();
   const partition& p = *ctx_.partitions.find(*name);
   ctx_.control.qmp_socket_changed(p);
-  log_(p.qmp_socket.empty() ? fmt::format("partition \"{}\": QMP socket forgotten", p.name)
+  log_(log_level::notice,
+       p.qmp_socket.empty() ? fmt::format("partition \"{}\": QMP socket forgotten", p.name)
                             : fmt::format("partition \"{}\": QMP socket {}", p.name, p.qmp_socket));
   return describe(p);
 }
 
 json management_server::stats_report() {
   if (auto fresh = ctx_.counters.refresh_active(); !fresh)
-    log_(fmt::format("stats: active counts may be stale: {}", fresh.error().message()));
+    log_(log_level::warning,
+         fmt::format("stats: active counts may be stale: {}", fresh.error().message()));
   json services = json::array();
   for (const service_entry* s : ctx_.services.list()) {
     const service_stats st = ctx_.counters.stats(s->id);
@@ -560,7 +565,7 @@ void management_server::update_interest(std::uint64_t id) {
 void management_server::close_client(std::uint64_t id, const std::string& why) {
   auto it = clients_.find(id);
   if (it == clients_.end()) return;
-  if (!why.empty()) log_(why);
+  if (!why.empty()) log_(log_level::warning, why);
   loop_.unwatch(it->second.watch);
   gate_.release();
   clients_.erase(it);

@@ -115,7 +115,7 @@ void metrics_http_server::on_listener() {
     auto accepted = loop_.accept(listener_.get());
     if (!accepted) {
       if (accepted.error().code() != errc::would_block)
-        log_(fmt::format("metrics: {}", accepted.error().message()));
+        log_(log_level::warning, fmt::format("metrics: {}", accepted.error().message()));
       return;
     }
     admit(std::move(*accepted));
@@ -125,7 +125,8 @@ void metrics_http_server::on_listener() {
 void metrics_http_server::admit(unique_fd fd) {
   if (connections_.size() >= limits_.max_connections) {
     if (!std::exchange(limit_logged_, true))
-      log_(fmt::format("metrics: {} connections open; answering 503 to more until one closes",
+      log_(log_level::warning,
+           fmt::format("metrics: {} connections open; answering 503 to more until one closes",
                        limits_.max_connections));
     // A fresh socket's buffer takes this much; if not, closing says enough.
     const std::string busy = error_response("503 Service Unavailable");
@@ -139,7 +140,7 @@ void metrics_http_server::admit(unique_fd fd) {
   auto watched = loop_.watch(c.fd.get(), EPOLLIN,
                              [this, id](std::uint32_t events) { on_connection(id, events); });
   if (!watched) {
-    log_(fmt::format("metrics: {}", watched.error().message()));
+    log_(log_level::error, fmt::format("metrics: {}", watched.error().message()));
     return;
   }
   c.watch = *watched;
@@ -151,7 +152,7 @@ void metrics_http_server::admit(unique_fd fd) {
   });
   if (!timer) {
     loop_.unwatch(c.watch);
-    log_(fmt::format("metrics: {}", timer.error().message()));
+    log_(log_level::error, fmt::format("metrics: {}", timer.error().message()));
     return;
   }
   c.deadline = *timer;

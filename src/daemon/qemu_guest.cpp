@@ -98,11 +98,13 @@ void qemu_guest::on_listen_socket() {
   auto accepted = loop_.accept(listen_fd_.get());
   if (!accepted) {
     if (accepted.error().code() != errc::would_block)
-      log_(fmt::format("{}: vhost-user socket: {}", name_, accepted.error().message()));
+      log_(log_level::warning,
+           fmt::format("{}: vhost-user socket: {}", name_, accepted.error().message()));
     return;
   }
   if (session_) {
-    log_(fmt::format("{}: a second QEMU tried to attach while one is attached; refused", name_));
+    log_(log_level::warning,
+         fmt::format("{}: a second QEMU tried to attach while one is attached; refused", name_));
     return;  // closing the fd is the refusal
   }
   vhost_user::backend_options options;
@@ -113,12 +115,12 @@ void qemu_guest::on_listen_socket() {
                                                               std::move(options));
   auto watched = loop_.watch(fd, EPOLLIN, [this](std::uint32_t) { on_session_readable(); });
   if (!watched) {
-    log_(fmt::format("{}: {}", name_, watched.error().message()));
+    log_(log_level::error, fmt::format("{}: {}", name_, watched.error().message()));
     session_.reset();
     return;
   }
   session_watch_ = *watched;
-  log_(fmt::format("{}: QEMU attached (guest CID {})", name_, guest_cid_));
+  log_(log_level::notice, fmt::format("{}: QEMU attached (guest CID {})", name_, guest_cid_));
 }
 
 void qemu_guest::on_session_readable() {
@@ -135,7 +137,7 @@ void qemu_guest::detach(const std::string& why) {
   loop_.unwatch(session_watch_);
   session_->disconnect();  // stops rings and resets the device through the hooks
   session_.reset();
-  log_(fmt::format("{}: QEMU detached: {}", name_, why));
+  log_(log_level::notice, fmt::format("{}: QEMU detached: {}", name_, why));
 }
 
 void qemu_guest::on_kick(std::uint32_t index) {
@@ -145,7 +147,8 @@ void qemu_guest::on_kick(std::uint32_t index) {
 
 void qemu_guest::on_device_fault(const failure& why) {
   if (why.code() != errc::io_error) {
-    log_(fmt::format("{}: the guest broke the virtqueue rules, device reset: {}", name_,
+    log_(log_level::warning,
+         fmt::format("{}: the guest broke the virtqueue rules, device reset: {}", name_,
                      why.message()));
     return;
   }

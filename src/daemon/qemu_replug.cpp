@@ -317,28 +317,30 @@ void qemu_replug::step_failed(std::string_view step, const failure& why) {
   qmp_.reset();  // may be running one of its callbacks: it allows that
   loop_.cancel_timer(std::exchange(unplug_timer_, 0));
   if (why.code() == errc::daemon_unavailable) {
-    log_(fmt::format("{}: {}; its QEMU attaches by itself when it starts", target_.vm_name,
-                     why.message()));
+    log_(log_level::info, fmt::format("{}: {}; its QEMU attaches by itself when it starts",
+                                      target_.vm_name, why.message()));
     finish(outcome::qemu_not_running);
     return;
   }
   if (attempts_ >= options_.max_attempts) {
-    log_(
-        fmt::format("{}: reattaching through QMP: {}: {}; giving up after {} attempts (restart "
-                    "its QEMU to attach it)",
-                    target_.vm_name, step, why.message(), attempts_));
+    log_(log_level::error,
+         fmt::format("{}: reattaching through QMP: {}: {}; giving up after {} attempts (restart "
+                     "its QEMU to attach it)",
+                     target_.vm_name, step, why.message(), attempts_));
     finish(outcome::gave_up);
     return;
   }
   auto delay = options_.first_retry;
   for (int i = 1; i < attempts_ && delay < options_.max_retry; ++i) delay *= 2;
   delay = std::min(delay, options_.max_retry);
-  log_(fmt::format("{}: reattaching through QMP: {}: {}; retrying in {} (attempt {} of {})",
+  log_(log_level::warning,
+       fmt::format("{}: reattaching through QMP: {}: {}; retrying in {} (attempt {} of {})",
                    target_.vm_name, step, why.message(), seconds(delay), attempts_,
                    options_.max_attempts));
   auto timer = loop_.add_timer(delay, [this] { begin_attempt(); });
   if (!timer) {
-    log_(fmt::format("{}: reattaching through QMP: {}", target_.vm_name, timer.error().message()));
+    log_(log_level::error,
+         fmt::format("{}: reattaching through QMP: {}", target_.vm_name, timer.error().message()));
     finish(outcome::gave_up);
     return;
   }
@@ -353,7 +355,8 @@ void qemu_replug::finish(outcome result) {
   if (result == outcome::reattached) {
     const auto took =
         std::chrono::duration_cast<std::chrono::milliseconds>(event_loop::clock::now() - started_);
-    log_(fmt::format("{}: QEMU reattached through QMP ({}): {} {} re-plugged in {} ms",
+    log_(log_level::notice,
+         fmt::format("{}: QEMU reattached through QMP ({}): {} {} re-plugged in {} ms",
                      target_.vm_name, target_.qmp_socket, device_->driver,
                      device_->id.empty() ? device_->qom_path : device_->id, took.count()));
   }

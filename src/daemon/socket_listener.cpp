@@ -13,7 +13,7 @@ namespace hvsock::daemon {
 
 bool client_gate::admit() {
   if (!budget_.try_acquire(keep_free_)) {
-    if (!std::exchange(limit_logged_, true)) log_(limit_line_);
+    if (!std::exchange(limit_logged_, true)) log_(log_level::warning, limit_line_);
     return false;
   }
   if (parent_ != nullptr && !parent_->admit()) {
@@ -61,14 +61,14 @@ void socket_listener::on_readable() {
     auto accepted = loop_.accept(fd_.get());
     if (!accepted) {
       if (accepted.error().code() != errc::would_block)
-        log_(fmt::format("{}: {}", name_, accepted.error().message()));
+        log_(log_level::warning, fmt::format("{}: {}", name_, accepted.error().message()));
       return;
     }
     // Closing the connection is the refusal: the client sees EOF.
     if (!gate_.admit()) continue;
     if (auto taken = on_accept_(std::move(*accepted)); !taken) {
       gate_.release();
-      log_(fmt::format("{}: {}", name_, taken.error().message()));
+      log_(log_level::warning, fmt::format("{}: {}", name_, taken.error().message()));
     }
   }
 }

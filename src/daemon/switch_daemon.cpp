@@ -74,7 +74,7 @@ void raise_fd_limit(std::size_t wanted, const log_function& log) {
     (void)::getrlimit(RLIMIT_NOFILE, &limit);
   }
   if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted)
-    log(
+    log(log_level::warning,
         fmt::format("warning: the file descriptor limit ({}) is below what the configured limits "
                     "may need ({})",
                     limit.rlim_cur, wanted));
@@ -90,7 +90,7 @@ std::size_t management_reserve(std::size_t max_clients) {
 }  // namespace
 
 result<std::unique_ptr<switch_daemon>> switch_daemon::start(daemon_options options) {
-  if (!options.log) options.log = [](const std::string&) {};
+  if (!options.log) options.log = [](log_level, const std::string&) {};
   const log_function& log = options.log;
 
   if (auto ok = make_directory(options.state_dir, 0700); !ok) return ok.error();
@@ -128,8 +128,8 @@ result<std::unique_ptr<switch_daemon>> switch_daemon::start(daemon_options optio
     state.emplace(switch_state{partition_tree(guid::generate(), limits.max_partitions),
                                service_registry(limits.max_services)});
     if (auto saved = store.save(state->partitions, state->services); !saved) return saved.error();
-    log(fmt::format("created {} (host VmId {})", store.file_path(),
-                    state->partitions.host().id.to_string()));
+    log(log_level::notice, fmt::format("created {} (host VmId {})", store.file_path(),
+                                       state->partitions.host().id.to_string()));
   }
 
   raise_fd_limit(options.limits.max_clients + options.limits.max_partitions + 64, log);
@@ -196,7 +196,8 @@ result<void> switch_daemon::open_sockets() {
                                              options_.log, metrics_http_server::limits{});
     if (!metrics) return metrics.error().with_context("--metrics-listen");
     metrics_ = std::move(*metrics);
-    options_.log(fmt::format("metrics on http://{}/metrics", metrics_->address()));
+    options_.log(log_level::notice,
+                 fmt::format("metrics on http://{}/metrics", metrics_->address()));
   }
   // Last, once nothing can fail: the QMP conversations run once the loop does.
   control_->reattach_qemu_guests();

@@ -115,19 +115,23 @@ result<unique_fd> open_control() {
   return detail::open_control(*control_socket);
 }
 
-// A bind_request with backlog 0 on a new control connection: the address
-// is reserved for as long as that connection stays open. 0 and the
-// connection in `held`, or the errno.
-int reserve(const endpoint& local, unique_fd& held) {
-  auto control = open_control();
-  if (!control) return errno_for(control.error());
+// A bind_request with backlog 0 on `control`: the address is reserved for
+// as long as that connection stays open. 0, or the errno.
+int reserve_on(int control, const endpoint& local) {
   auto request = wire::make<wire::bind_request>(wire::message_type::bind_request);
   request.local = wire::to_raw(local);
   request.backlog = 0;
-  if (auto sent = detail::send_message(control->get(), wire::as_bytes(request)); !sent)
+  if (auto sent = detail::send_message(control, wire::as_bytes(request)); !sent)
     return errno_for(sent.error());
   wire::reply reply{};
-  if (const int err = await_reply(control->get(), daemon_reply_limit, reply)) return err;
+  return await_reply(control, daemon_reply_limit, reply);
+}
+
+// The same on a new control connection, kept in `held`.
+int reserve(const endpoint& local, unique_fd& held) {
+  auto control = open_control();
+  if (!control) return errno_for(control.error());
+  if (const int err = reserve_on(control->get(), local)) return err;
   held = std::move(*control);
   return 0;
 }
@@ -291,28 +295,86 @@ int emulated_bind(emulated_socket& s, const sockaddr* addr, socklen_t len) {
   return 0;
 }
 
+// Makes `held` (a control connection holding s.local) a listener with
+// `backlog` and puts it in the application's fd, keeping that fd's flags.
+// Called with s.lock held.
+int listen_on(int fd, emulated_socket& s, int held, std::uint32_t backlog) {
+  auto request = wire::make<wire::listen_request>(wire::message_type::listen_request);
+  request.backlog = backlog;
+  if (auto sent = detail::send_message(held, wire::as_bytes(request)); !sent)
+    return errno_for(sent.error());
+  wire::reply reply{};
+  if (const int err = await_reply(held, daemon_reply_limit, reply)) return err;
+  const int status = real::fcntl_int(fd, F_GETFL, 0);
+  const int fd_flags = real::fcntl_int(fd, F_GETFD, 0);
+  if (real::dup3(held, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) return errno;
+  if (status >= 0) real::fcntl_int(fd, F_SETFL, status & O_NONBLOCK);
+  s.state = socket_state::listening;
+  s.backlog = backlog;
+  return 0;
+}
+
 int emulated_listen(int fd, emulated_socket& s, int backlog) {
   std::lock_guard guard(s.lock);
   if (s.state == socket_state::listening) return 0;  // a new backlog: kept as it was
   if (s.state != socket_state::bound) return fail(EINVAL);
-  auto request = wire::make<wire::listen_request>(wire::message_type::listen_request);
   // Linux's vsock takes one connection more than the backlog (its accept
   // queue is full only above it).
-  request.backlog = static_cast<std::uint32_t>(std::clamp(backlog, 0, max_backlog - 1) + 1);
-  if (auto sent = detail::send_message(s.reservation, wire::as_bytes(request)); !sent)
-    return fail(sent.error());
-  wire::reply reply{};
-  if (const int err = await_reply(s.reservation, daemon_reply_limit, reply)) return fail(err);
-  // The reservation becomes the application's fd, with its flags.
-  const int status = real::fcntl_int(fd, F_GETFL, 0);
-  const int fd_flags = real::fcntl_int(fd, F_GETFD, 0);
-  if (real::dup3(s.reservation, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) return -1;
+  const auto queue = static_cast<std::uint32_t>(std::clamp(backlog, 0, max_backlog - 1) + 1);
+  // The reservation becomes the application's fd.
+  if (const int err = listen_on(fd, s, s.reservation, queue)) return fail(err);
   // Forgotten before it is closed: a child forked in between must not
   // close the number again later, when it may be another fd.
   real::close(std::exchange(s.reservation, -1));
-  if (status >= 0) real::fcntl_int(fd, F_SETFL, status & O_NONBLOCK);
-  s.state = socket_state::listening;
   return 0;
+}
+
+// hvsockd closed the listener's control connection: it was stopped or
+// restarted, and the address is free again. Listens again on the same
+// address and backlog, as libhvsock's listen_options::relisten does, so a
+// server under the shim serves again by itself. A blocking accept waits
+// for hvsockd to come back; a non-blocking one tries once and says EAGAIN.
+// Without this every accept would fail at once, and servers that retry
+// (socat) would spin. `seen` is the generation the caller's read saw EOF
+// on: another thread may have listened again meanwhile.
+// One attempt of listen_again: 0 once listening again (or another thread
+// did), EAGAIN while hvsockd is not back, else the errno that ends it.
+int try_listen_again(int fd, emulated_socket& s, std::uint64_t seen) {
+  std::lock_guard guard(s.lock);
+  if (s.state != socket_state::listening) return EINVAL;
+  if (s.listen_generation != seen) return 0;
+  auto control = open_control();
+  if (!control) return EAGAIN;
+  int err = reserve_on(control->get(), s.local);
+  if (err == 0) err = listen_on(fd, s, control->get(), s.backlog);
+  if (err == 0) {
+    ++s.listen_generation;
+    return 0;
+  }
+  // Lost on the way: the old hvsockd was still dying when we connected.
+  if (err == ENETDOWN || err == ECONNRESET || err == EPIPE) return EAGAIN;
+  // The address was taken meanwhile, or hvsockd refuses it now: this
+  // socket no longer listens (accept then says EINVAL).
+  s.state = socket_state::unbound;
+  std::fprintf(stderr, "hvsock-preload: listening again after hvsockd restarted: %s\n",
+               std::strerror(err));
+  return err;
+}
+
+int listen_again(int fd, emulated_socket& s, std::uint64_t seen, bool blocking) {
+  auto delay = 20ms;
+  bool said = false;
+  for (;;) {
+    const int err = try_listen_again(fd, s, seen);
+    if (err == 0 && said)
+      std::fprintf(stderr, "hvsock-preload: hvsockd is back; listening again\n");
+    if (err != EAGAIN || !blocking) return err;
+    if (!std::exchange(said, true))
+      std::fprintf(stderr, "hvsock-preload: hvsockd went away; a listener waits for it\n");
+    const timespec pause{0, std::chrono::nanoseconds(delay).count()};
+    if (::nanosleep(&pause, nullptr) < 0) return EINTR;
+    delay = std::min(delay * 2, std::chrono::milliseconds(500));
+  }
 }
 
 int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, int flags) {
@@ -325,22 +387,35 @@ int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, 
   }
   // Not under the socket's lock: a blocking accept must not stop others.
   std::array<std::byte, wire::max_message_size + 1> buf{};
-  auto got = detail::receive_message(fd, buf);
-  if (!got) {
-    if (got.error().code() == make_error_code(errc::would_block)) return fail(EAGAIN);
-    return fail(got.error());
+  detail::received_message message;
+  for (;;) {
+    std::uint64_t generation = 0;
+    {
+      std::lock_guard guard(s.lock);
+      generation = s.listen_generation;
+    }
+    auto got = detail::receive_message(fd, buf);
+    // A reset is hvsockd going away too, with our last ack still unread.
+    const bool reset =
+        !got && got.error().code() == std::error_code(ECONNRESET, std::system_category());
+    if (!got && !reset) {
+      if (got.error().code() == make_error_code(errc::would_block)) return fail(EAGAIN);
+      return fail(got.error());
+    }
+    if (!reset && got->size != 0) {
+      message = std::move(*got);
+      break;
+    }
+    const bool blocking = (real::fcntl_int(fd, F_GETFL, 0) & O_NONBLOCK) == 0;
+    if (const int err = listen_again(fd, s, generation, blocking)) return fail(err);
   }
-  if (got->size == 0) {
-    report_daemon_problem("hvsockd closed a listener's control connection");
-    return fail(ECONNABORTED);
-  }
-  auto incoming =
-      wire::decode<wire::incoming>(std::span(buf.data(), got->size), wire::message_type::incoming);
-  if (!incoming || !got->fd) return fail(EPROTO);
+  auto incoming = wire::decode<wire::incoming>(std::span(buf.data(), message.size),
+                                               wire::message_type::incoming);
+  if (!incoming || !message.fd) return fail(EPROTO);
   const auto ack = wire::make<wire::accepted>(wire::message_type::accepted);
   (void)detail::send_message(fd, wire::as_bytes(ack), -1, MSG_DONTWAIT);
 
-  unique_fd stream = std::move(got->fd);  // arrives CLOEXEC
+  unique_fd stream = std::move(message.fd);  // arrives CLOEXEC
   if (!(flags & SOCK_CLOEXEC)) real::fcntl_int(stream.get(), F_SETFD, 0);
   if (flags & SOCK_NONBLOCK) {
     const int status = real::fcntl_int(stream.get(), F_GETFL, 0);

@@ -18,12 +18,17 @@ class LogLimiterTest : public ::testing::Test {
  protected:
   log_limiter make(std::size_t lines = 10, clock_type::duration window = 1s) {
     return log_limiter(
-        "refusals suppressed", [this](const std::string& line) { logged.push_back(line); },
+        "refusals suppressed", log_level::info,
+        [this](log_level level, const std::string& line) {
+          levels.push_back(level);
+          logged.push_back(line);
+        },
         {lines, window}, [this] { return now; });
   }
 
   clock_type::time_point now{std::chrono::hours(1)};
   std::vector<std::string> logged;
+  std::vector<log_level> levels;  // one per logged line
 };
 
 TEST_F(LogLimiterTest, LogsUpToTheBudgetThenCounts) {
@@ -46,6 +51,7 @@ TEST_F(LogLimiterTest, FlushLogsTheSummaryOnlyWhenTheWindowEnds) {
   limiter.flush();
   ASSERT_EQ(logged.size(), 11u);
   EXPECT_EQ(logged.back(), "web: ... and 15 more refusals suppressed");
+  EXPECT_EQ(levels, std::vector<log_level>(11, log_level::info));  // summaries too
   EXPECT_EQ(limiter.keys(), 0u);
   EXPECT_FALSE(limiter.next_flush());
   limiter.flush();  // said once

@@ -32,13 +32,13 @@ class ManagementServerTest : public ::testing::Test {
     control_ = std::make_unique<control_server>(
         *loop_, budget_, tree_, registry_, router_, counters_,
         control_server::options{dir_ + "/run", socket_file_options{}, false},
-        [this](const std::string& line) { log_ += line + "\n"; });
+        [this](log_level, const std::string& line) { log_ += line + "\n"; });
     EXPECT_TRUE(control_->open_partition(tree_.host()));
     server_ = std::make_unique<management_server>(
         *loop_, budget_,
         management_server::context{tree_, registry_, store_, counters_, *control_, dir_ + "/state",
                                    dir_ + "/run", "test"},
-        [this](const std::string& line) { log_ += line + "\n"; });
+        [this](log_level, const std::string& line) { log_ += line + "\n"; });
   }
   ~ManagementServerTest() override {
     server_.reset();

@@ -32,7 +32,7 @@ class MetricsHttpServerTest : public ::testing::Test {
     ASSERT_TRUE(where);
     auto server = metrics_http_server::open(
         *loop_, *where, [body] { return body; },
-        [this](const std::string& line) { log_ += line + "\n"; }, lim);
+        [this](log_level, const std::string& line) { log_ += line + "\n"; }, lim);
     ASSERT_TRUE(server) << server.error().message();
     server_ = std::move(*server);
     auto bound = parse_tcp_listen_address(server_->address());

@@ -212,7 +212,7 @@ class QemuReplugTest : public ::testing::Test {
     qemu_replug replug(
         *loop_, qemu_replug::target{"web", qemu_.socket_path, qmp_path_},
         [this] { return qemu_.attached.load(); },
-        [this](const std::string& l) { log_.push_back(l); }, options_);
+        [this](log_level, const std::string& l) { log_.push_back(l); }, options_);
     std::optional<qemu_replug::outcome> result;
     replug.on_finished([&](qemu_replug::outcome o) {
       result = o;

@@ -73,7 +73,7 @@ wait_for_line "$work/flood.log" '^flooding' 30
 "$echo_peer" connect "$vmid_b" 7000 1 16777216 >"$work/b-transfer.log" 2>&1 &
 b_transfer_pid=$!
 background_pids+=("$b_transfer_pid")
-sleep 1
+wait_for_line "$work/b-transfer.log" '^connected' 30 # b's transfer is under way
 kill -KILL "$(cat "$work/qemu-a.pid")"
 status=0
 wait "$flood_pid" || status=$?

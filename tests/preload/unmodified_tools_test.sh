@@ -35,10 +35,10 @@ head -c $size /dev/urandom >"$work/data"
 want=$(checksum "$work/data")
 
 # guest -> host with socat on both ends.
-hv run -- socat -u VSOCK-LISTEN:5000 "CREATE:$work/up.out" 2>"$work/socat-listen.log" &
+hv run -- socat -d -d -u VSOCK-LISTEN:5000 "CREATE:$work/up.out" 2>"$work/socat-listen.log" &
 listener=$!
 background_pids+=("$listener")
-sleep 0.5
+wait_for_line "$work/socat-listen.log" 'listening on' 10
 hv run --vm web -- socat -d -d -u "FILE:$work/data" VSOCK-CONNECT:2:5000 2>"$work/socat-connect.log" ||
   fail "socat in web could not send: $(tail -3 "$work/socat-connect.log")"
 wait "$listener" || fail "the host's socat listener failed: $(cat "$work/socat-listen.log")"
@@ -52,10 +52,10 @@ grep -q "successfully connected from local address AF=40 cid:4294967295 port:[0-
 ok "getsockname as socat reports it: $(grep -o "local address AF=40 cid:[0-9]* port:[0-9]*" "$work/socat-connect.log")"
 
 # host -> guest with ncat on both ends.
-hv run --vm web -- ncat --vsock -l 6000 >"$work/down.out" 2>"$work/ncat-listen.log" &
+hv run --vm web -- ncat -v --vsock -l 6000 >"$work/down.out" 2>"$work/ncat-listen.log" &
 listener=$!
 background_pids+=("$listener")
-sleep 0.5
+wait_for_line "$work/ncat-listen.log" 'Listening on' 10
 hv run -- ncat --vsock --send-only "$web_cid" 6000 <"$work/data" 2>"$work/ncat-connect.log" ||
   fail "ncat on the host could not send: $(cat "$work/ncat-connect.log")"
 wait "$listener" || fail "ncat in web failed: $(cat "$work/ncat-listen.log")"
@@ -64,10 +64,10 @@ ok "host -> guest: ncat sent 8 MiB from the host to VM web (CID $web_cid), sha25
 
 # An echo with half-close: the client shuts down its write side at EOF (socat's
 # default) and must still read everything back.
-hv run -- socat VSOCK-LISTEN:5001 EXEC:cat 2>"$work/echo-server.log" &
+hv run -- socat -d -d VSOCK-LISTEN:5001 EXEC:cat 2>"$work/echo-server.log" &
 listener=$!
 background_pids+=("$listener")
-sleep 0.5
+wait_for_line "$work/echo-server.log" 'listening on' 10
 hv run --vm web -- socat -t 30 - VSOCK-CONNECT:2:5001 <"$work/data" >"$work/echo.out" \
   2>"$work/echo-client.log" || fail "the echo client failed: $(cat "$work/echo-client.log")"
 wait "$listener" || true

@@ -3,8 +3,11 @@
 # after kill -9 of hvsockd and its restart on the same directories, and
 # serve within 2 s of hvsockd answering: `hvsock agent` in VM web (under
 # `hvsock run --vm web`), `hvsock forward --listen hvsock:9` on the host, and
-# relisten_echo, a libhvsock program using listen_options::relisten. Each
-# says "hvsockd went away" and "hvsockd is back" exactly once. An exec
+# relisten_echo, a libhvsock program using listen_options::relisten, and
+# an unmodified `socat VSOCK-LISTEN:13,fork EXEC:cat` in VM web under the
+# preload shim (its blocking accept waits and listens again; it used to
+# spin on ECONNABORTED). Each says "hvsockd went away" and "hvsockd is back"
+# exactly once. An exec
 # session running across the restart carries on. One-shot commands fail
 # clearly instead: a waiting `hvsock listen` exits non-zero saying hvsockd
 # went away, and `hvsock connect` with hvsockd down says it is not reachable.
@@ -26,6 +29,7 @@ hv service register --name "hvsock Guest Agent" --port 18518 >/dev/null
 hv service register --name "forwarded echo" --port 9 >/dev/null
 hv service register --name "relisten echo" --port 11 >/dev/null
 hv service register --name "one shot" --port 12 >/dev/null
+hv service register --name "socat echo" --port 13 >/dev/null
 
 start_tcp_echo # behind the forward
 
@@ -35,6 +39,9 @@ background_pids+=($!)
 background_pids+=($!)
 "$echo_program" 11 2>>"$work/echo.log" &
 background_pids+=($!)
+"$cli" --runtime-dir "$work/run" run --vm web -- socat -d -d VSOCK-LISTEN:13,fork EXEC:cat \
+  2>>"$work/socat.log" &
+background_pids+=($!)
 "$cli" --runtime-dir "$work/run" listen 12 2>"$work/oneshot.log" </dev/null &
 oneshot_pid=$!
 background_pids+=("$oneshot_pid")
@@ -42,6 +49,7 @@ wait_for_line "$work/agent.log" '^hvsock agent: listening' 10
 wait_for_line "$work/forward.log" 'listening on' 10
 wait_for_line "$work/echo.log" 'listening on' 10
 wait_for_line "$work/oneshot.log" 'listening on' 10
+wait_for_line "$work/socat.log" 'listening on' 10
 
 # serves WHICH: one request to that server; exit 0 when answered correctly.
 serves() {
@@ -49,10 +57,11 @@ serves() {
     agent) exec_answers web ;;
     forward) echo_answers loopback 9 ;;
     echo) echo_answers loopback 11 ;;
+    socat) echo_answers web 13 ;;
   esac
 }
-for server in agent forward echo; do serves "$server" || fail "$server does not serve before the restart"; done
-ok "agent, forward and relisten_echo serve"
+for server in agent forward echo socat; do serves "$server" || fail "$server does not serve before the restart"; done
+ok "agent, forward, relisten_echo and socat serve"
 
 # An exec session that is running when hvsockd dies: it waits for a line.
 mkfifo "$work/exec.in"
@@ -66,7 +75,7 @@ wait_for_line "$work/exec.out" '^started$' 10
 kill -9 "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
 daemon_pid=""
-for log in agent forward echo; do wait_for_line "$work/$log.log" 'hvsockd went away' 10; done
+for log in agent forward echo socat; do wait_for_line "$work/$log.log" 'hvsockd went away' 10; done
 ok "hvsockd killed: each server says it went away"
 
 # One-shot commands fail clearly instead of waiting.
@@ -84,7 +93,7 @@ ok "one-shot hvsock connect with hvsockd down: exit $status, '$(cat "$work/conne
 
 start_daemon
 answered=$(date +%s%N)
-for server in agent forward echo; do
+for server in agent forward echo socat; do
   until serves "$server"; do
     (($(date +%s%N) - answered < 2000000000)) ||
       fail "$server does not serve 2 s after hvsockd answered again"
@@ -101,7 +110,7 @@ wait "$exec_pid" || status=$?
   fail "the exec session running across the restart (status $status): $(cat "$work/exec.out" "$work/exec.err")"
 ok "the exec session running across the restart carried on"
 
-for log in agent forward echo; do
+for log in agent forward echo socat; do
   gone=$(grep -c 'hvsockd went away' "$work/$log.log" || true)
   back=$(grep -c 'hvsockd is back' "$work/$log.log" || true)
   ((gone == 1 && back == 1)) ||

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 
+#include "daemon/stderr_log.hpp"
 #include "daemon/switch_daemon.hpp"
 #include "daemon/systemd_notifier.hpp"
 #include "man_page.hpp"
@@ -31,17 +32,17 @@ namespace {
 
 using hvsock::daemon::daemon_options;
 
-// One write(2) per line, so lines from a crash handler or a second daemon
-// never interleave mid-line.
-void log_line(const std::string& line) {
-  const std::string text = "hvsockd: " + line + "\n";
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(STDERR_FILENO, text.data() + done, text.size() - done);
-    if (n <= 0) return;
-    done += static_cast<std::size_t>(n);
-  }
-}
+using hvsock::daemon::log_level;
+
+// Where every line goes; --log-level changes the threshold once parsed.
+hvsock::daemon::stderr_log log_sink({
+    .threshold = log_level::info,
+    .journal = hvsock::daemon::is_journal_stream(STDERR_FILENO, std::getenv("JOURNAL_STREAM")),
+});
+
+// A line the user must see whatever the level: a bad command line or a
+// failure to start.
+void log_line(const std::string& line) { log_sink(log_level::error, line); }
 
 std::string status_line(const hvsock::daemon::switch_daemon& daemon) {
   return fmt::format("serving {} partitions, {} services, {} clients connected",
@@ -128,6 +129,7 @@ int main(int argc, char** argv) {
   std::string socket_owner;
   std::size_t max_clients = options.limits.max_clients;
   bool verbose = false;
+  std::string log_level_name = "info";
   std::string metrics_listen;
 
   // The defaults depend on who runs hvsockd, so they are described, not
@@ -163,7 +165,15 @@ int main(int argc, char** argv) {
       "Serve Prometheus metrics at http://ADDR:PORT/metrics: IPV4:PORT, [IPV6]:PORT, "
       "or :PORT for 127.0.0.1 (loopback unless an address is given)");
   metrics_option->type_name("ADDRESS");
-  app.add_flag("-v,--verbose", verbose, "Also log every brokered connection");
+  auto* log_level_option =
+      app.add_option("--log-level", log_level_name,
+                     "Least severe lines logged: error, warning, notice, info or debug (under "
+                     "systemd every line carries its syslog priority, for journalctl -p)")
+          ->type_name("LEVEL")
+          ->capture_default_str();
+  app.add_flag("-v,--verbose", verbose,
+               "Also log every brokered connection (the same as --log-level debug)")
+      ->excludes(log_level_option);
   // Hidden (group ""): prints the man page hvsockd(8) from a template
   // (packaging/man/hvsockd.8.in) and these definitions; the build runs it.
   std::string man_template;
@@ -178,6 +188,18 @@ int main(int argc, char** argv) {
   }
 
   if (!man_template.empty()) return print_man_page(app, man_template);
+
+  const auto threshold =
+      verbose ? log_level::debug : hvsock::daemon::parse_log_level(log_level_name);
+  if (!threshold) {
+    log_line("--log-level: expected error, warning, notice, info or debug, got \"" +
+             log_level_name + "\" (see: hvsockd --help)");
+    return 2;
+  }
+  log_sink = hvsock::daemon::stderr_log({
+      .threshold = *threshold,
+      .journal = hvsock::daemon::is_journal_stream(STDERR_FILENO, std::getenv("JOURNAL_STREAM")),
+  });
 
   const auto mode = parse_number(socket_mode, 8);
   if (!mode || *mode > 0777) {
@@ -201,15 +223,16 @@ int main(int argc, char** argv) {
     options.metrics_listen = *address;
   }
   options.limits.max_clients = max_clients;
-  options.log_connections = verbose;
-  options.log = log_line;
+  options.log_connections = log_sink.wants(log_level::debug);
+  options.log = [](log_level level, const std::string& line) { log_sink(level, line); };
 
   auto daemon = hvsock::daemon::switch_daemon::start(options);
   if (!daemon) {
     log_line(daemon.error().message());
     return 1;
   }
-  log_line(fmt::format("ready (pid {}, state {}, runtime {}, {} partitions, {} services)",
+  log_sink(log_level::notice,
+           fmt::format("ready (pid {}, state {}, runtime {}, {} partitions, {} services)",
                        ::getpid(), options.state_dir, options.runtime_dir,
                        (*daemon)->partition_count(), (*daemon)->service_count()));
   hvsock::daemon::systemd_notifier notifier;
@@ -228,6 +251,7 @@ int main(int argc, char** argv) {
   }
   notifier.stopping("stopping");
   daemon->reset();  // removes the socket files
-  log_line(fmt::format("stopped ({})", *stopped != 0 ? ::strsignal(*stopped) : "requested"));
+  log_sink(log_level::notice,
+           fmt::format("stopped ({})", *stopped != 0 ? ::strsignal(*stopped) : "requested"));
   return 0;
 }
