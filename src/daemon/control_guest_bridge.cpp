@@ -28,26 +28,50 @@ result<void> control_server::open_guest(const partition& p) {
   const std::string name = p.name;
   auto guest = qemu_guest::open(
       loop_, name, p.cid, vhost_user_socket_path(name), options_.sockets,
-      [this, name](std::uint32_t dst_port, std::uint32_t src_port) -> result<unique_fd> {
-        // The guest's kernel addressed CID 2, its parent; its own port is
-        // the connector's service.
-        const partition* source = partitions_.find(name);
-        if (source == nullptr) return failure(errc::unknown_partition, name);
-        const endpoint target{vm_id_parent, service_id_from_port(dst_port)};
-        auto decision = route(*source, target);
-        if (!decision) return decision.error();
-        unique_fd device_end;
-        auto queued = hand_to_listener(*source, target, *decision,
-                                       endpoint{source->id, service_id_from_port(src_port)},
-                                       [&]() { return make_stream_pair(device_end); });
-        if (!queued) return queued.error();
-        return device_end;
+      [this, name](std::uint32_t dst_port, std::uint32_t src_port) {
+        return connect_from_guest(name, dst_port, src_port);
       },
       log_);
   if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
   guests_.emplace(name, std::move(*guest));
+  if (auto hybrid = open_hybrid(p); !hybrid) {
+    guests_.erase(name);
+    return hybrid.error().with_context(fmt::format("QEMU partition \"{}\"", name));
+  }
   start_replug(p);
   return {};
+}
+
+result<unique_fd> control_server::connect_from_guest(const std::string& guest_name,
+                                                     std::uint32_t dst_port,
+                                                     std::uint32_t src_port) {
+  // The guest's kernel addressed CID 2, its parent; its own port is the
+  // connector's service.
+  const partition* source = partitions_.find(guest_name);
+  if (source == nullptr) return failure(errc::unknown_partition, guest_name);
+  const endpoint target{vm_id_parent, service_id_from_port(dst_port)};
+  auto decision = router_.route(*source, target);
+  // No hvsock listener: a host program may listen beside the hybrid socket,
+  // as Firecracker's host side does.
+  if (!decision && decision.error().code() == errc::connection_refused &&
+      source->parent == partitions_.host().id) {
+    auto unix_listener = connect_hybrid_host_listener(guest_name, dst_port);
+    if (unix_listener) {
+      counters_.record_accepted(target.service, inode_of(unix_listener->get()), 0);
+      partition_counters_.record_connection(source->name, partitions_.host().name);
+      return unix_listener;
+    }
+  }
+  if (!decision) {
+    count_refusal(source->name, target, decision.error());
+    return decision.error();
+  }
+  unique_fd device_end;
+  auto queued = hand_to_listener(*source, target, *decision,
+                                 endpoint{source->id, service_id_from_port(src_port)},
+                                 [&]() { return make_stream_pair(device_end); });
+  if (!queued) return queued.error();
+  return device_end;
 }
 
 void control_server::start_replug(const partition& p) {

@@ -109,6 +109,7 @@ void control_server::close_partition(std::string_view name) {
 
 void control_server::close_socket(std::string_view name) {
   if (auto r = replugs_.find(name); r != replugs_.end()) replugs_.erase(r);
+  if (auto h = hybrids_.find(name); h != hybrids_.end()) hybrids_.erase(h);
   if (auto g = guests_.find(name); g != guests_.end()) guests_.erase(g);
   auto it = sockets_.find(name);
   if (it == sockets_.end()) return;
@@ -119,6 +120,7 @@ void control_server::close_socket(std::string_view name) {
 
 void control_server::close_all() {
   replugs_.clear();
+  hybrids_.clear();
   guests_.clear();
   // The partitions' directories stay (runtime_paths.hpp).
   while (!sockets_.empty()) close_socket(sockets_.begin()->first);

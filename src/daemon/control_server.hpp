@@ -43,6 +43,8 @@
 // its jobs live one per file: control_connect.cpp (connect, brokering the
 // stream), control_listen.cpp (bind, listen, backlog accounting),
 // control_guest_bridge.cpp (connects into and out of QEMU guests),
+// control_hybrid.cpp (QEMU guests' hybrid vsock sockets, and guests'
+// connects to host Unix listeners beside them),
 // control_lookup.cpp (name lookups). socket_listener accepts the clients.
 //
 // Thread safety: none; runs on the event loop's thread.
@@ -68,6 +70,7 @@
 #include <hvsock/unique_fd.hpp>
 
 #include "daemon/event_loop.hpp"
+#include "daemon/hybrid_vsock_listener.hpp"
 #include "daemon/log_limiter.hpp"
 #include "daemon/partition_counters.hpp"
 #include "daemon/partition_tree.hpp"
@@ -121,6 +124,8 @@ class control_server {
   std::string socket_path(std::string_view partition_name) const;
   // A QEMU partition's vhost-user socket, and whether a QEMU is attached.
   std::string vhost_user_socket_path(std::string_view partition_name) const;
+  // A QEMU partition's hybrid vsock socket (docs/hybrid-vsock.md).
+  std::string hybrid_socket_path(std::string_view partition_name) const;
   bool guest_attached(std::string_view partition_name) const;
   std::size_t client_count() const { return clients_.size(); }
   // Brokered connections per partition (a deleted partition's are dropped).
@@ -239,6 +244,21 @@ class control_server {
   void on_guest_answer(std::uint64_t client_id, const std::string& source_name,
                        const endpoint& target, const route_decision& decision,
                        result<std::uint32_t> host_port, std::array<ino_t, 2> inodes);
+  // A guest's connect to its parent's port dst_port from its port src_port:
+  // the host-side stream, from an hvsock listener or, when none listens and
+  // the parent is the host, from a Unix listener at <hybrid socket>_<dst_port>.
+  result<unique_fd> connect_from_guest(const std::string& guest_name, std::uint32_t dst_port,
+                                       std::uint32_t src_port);
+
+  // --- hybrid vsock (control_hybrid.cpp) ---
+  result<void> open_hybrid(const partition& p);
+  // A host process asked the hybrid socket of VM `vm_name` for `port`:
+  // routed as a connect from the host; OK is written on the guest's answer.
+  void connect_from_hybrid(const std::string& vm_name, std::uint32_t port, unique_fd stream);
+  // A Unix listener at <hybrid socket>_<port> of `guest_name`, connected; a
+  // refusal when there is none (or it does not take the connection now).
+  result<unique_fd> connect_hybrid_host_listener(const std::string& guest_name, std::uint32_t port);
+
   // The partition a vsock CID names, as seen from `source` (1 and its own
   // CID are itself).
   result<vm_id> vm_for_cid(const partition& source, std::uint32_t cid) const;
@@ -260,6 +280,7 @@ class control_server {
 
   std::map<std::string, partition_socket, std::less<>> sockets_;
   std::map<std::string, std::unique_ptr<qemu_guest>, std::less<>> guests_;
+  std::map<std::string, std::unique_ptr<hybrid_vsock_listener>, std::less<>> hybrids_;
   // QEMU guests with a QMP socket; after guests_, so destroyed first.
   std::map<std::string, std::unique_ptr<qemu_replug>, std::less<>> replugs_;
   std::unordered_map<std::uint64_t, client> clients_;

@@ -204,6 +204,7 @@ json management_server::describe(const partition& p) const {
     // Processes cannot join a QEMU guest; QEMU attaches to its socket.
     out["control_socket"] = nullptr;
     out["vhost_user_socket"] = ctx_.control.vhost_user_socket_path(p.name);
+    out["hybrid_socket"] = ctx_.control.hybrid_socket_path(p.name);
     out["guest_attached"] = ctx_.control.guest_attached(p.name);
     out["qmp_socket"] = p.qmp_socket.empty() ? json(nullptr) : json(p.qmp_socket);
   } else {

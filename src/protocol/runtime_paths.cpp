@@ -48,6 +48,10 @@ std::string vhost_user_socket_path(const std::string& runtime_dir, std::string_v
   return runtime_dir + "/vhost-user/" + std::string(partition) + ".sock";
 }
 
+std::string hybrid_socket_path(const std::string& runtime_dir, std::string_view partition) {
+  return runtime_dir + "/hybrid/" + std::string(partition) + ".sock";
+}
+
 std::string process_control_socket() {
   if (auto v = env_or_empty(env_control_socket); !v.empty()) return v;
   return partition_socket_path(default_runtime_dir(), host_partition_name);

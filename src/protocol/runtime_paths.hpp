@@ -13,6 +13,10 @@
 //                                       has that directory bind-mounted, so
 //                                       a restarted daemon's socket shows)
 //   <runtime>/vhost-user/<name>.sock    a QEMU partition's vhost-user socket
+//   <runtime>/hybrid/<name>.sock        a QEMU partition's hybrid vsock socket
+//                                       (docs/hybrid-vsock.md); host
+//                                       listeners for its guest at
+//                                       <name>.sock_<port> beside it
 //
 // Inside an isolated partition (`hvsock run --vm NAME`) the runtime dir is a
 // read-only stand-in holding only partitions/<NAME>/ (the real directory,
@@ -42,6 +46,8 @@ std::string partition_dir(const std::string& runtime_dir, std::string_view parti
 std::string partition_socket_path(const std::string& runtime_dir, std::string_view partition);
 // A QEMU partition's vhost-user-vsock socket: <runtime>/vhost-user/<name>.sock
 std::string vhost_user_socket_path(const std::string& runtime_dir, std::string_view partition);
+// A QEMU partition's hybrid vsock socket: <runtime>/hybrid/<name>.sock
+std::string hybrid_socket_path(const std::string& runtime_dir, std::string_view partition);
 
 // The control socket this process uses when the caller names none.
 std::string process_control_socket();

@@ -24,6 +24,7 @@
 #include <hvsock/hvsock.hpp>
 
 #include "fake_frontend.hpp"
+#include "guest_stream.hpp"
 #include "switch_fixture.hpp"
 
 namespace hvsock::test {
@@ -39,9 +40,6 @@ constexpr std::size_t transfer_bytes = 8u << 20;  // sanitizers are ~10x slower
 constexpr std::size_t transfer_bytes = 64u << 20;
 #endif
 constexpr std::uint32_t sink_port = 5000;
-constexpr std::uint32_t guest_buf_alloc = 256 * 1024;
-
-constexpr std::uint16_t op(vsock_op o) { return static_cast<std::uint16_t>(o); }
 
 // FNV-1a over a byte stream, and its length.
 struct checksum {
@@ -68,105 +66,6 @@ class pattern_source {
  private:
   std::uint64_t x_ = 0x9e3779b97f4a7c15ull;
 };
-
-virtio_vsock_hdr guest_header(const fake_frontend& g, vsock_op o, std::uint32_t src_port,
-                              std::uint32_t dst_port) {
-  virtio_vsock_hdr h;
-  h.src_cid = g.guest_cid();
-  h.dst_cid = virtio::vmaddr_cid_host;
-  h.src_port = src_port;
-  h.dst_port = dst_port;
-  h.type = static_cast<std::uint16_t>(virtio::vsock_type::stream);
-  h.op = op(o);
-  h.buf_alloc = guest_buf_alloc;
-  return h;
-}
-
-// A guest stream to the host, as a virtio-vsock driver runs it: REQUEST,
-// RESPONSE, then RW packets within the host's credit.
-class guest_stream {
- public:
-  guest_stream(fake_frontend& g, std::uint32_t src_port, std::uint32_t dst_port)
-      : g_(g), src_(src_port), dst_(dst_port) {}
-
-  result<void> connect() {
-    if (auto ok = g_.send(header(vsock_op::request), {}, 10s); !ok) return ok;
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!connected_) {
-      if (reset_) return failure(errc::connection_refused, "hvsockd answered the REQUEST with RST");
-      if (std::chrono::steady_clock::now() > deadline || !wait())
-        return failure(errc::timed_out, "no RESPONSE from hvsockd");
-    }
-    return {};
-  }
-
-  result<void> write(std::span<const std::byte> data) {
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (!data.empty()) {
-      take_packets();
-      if (reset_) return failure(errc::connection_refused, "hvsockd reset the stream");
-      const std::uint32_t credit = peer_buf_alloc_ - (tx_cnt_ - peer_fwd_cnt_);
-      if (credit == 0) {
-        if (std::chrono::steady_clock::now() > deadline || !wait())
-          return failure(errc::timed_out, "no credit from hvsockd");
-        continue;
-      }
-      const std::size_t n = std::min<std::size_t>({data.size(), credit, 65536});
-      auto h = header(vsock_op::rw);
-      if (auto ok = g_.send(h, data.first(n), 10s); !ok) return ok;
-      tx_cnt_ += static_cast<std::uint32_t>(n);
-      data = data.subspan(n);
-    }
-    return {};
-  }
-
-  result<void> shutdown_send() {
-    auto h = header(vsock_op::shutdown);
-    h.flags = virtio::vsock_shutdown_send;
-    return g_.send(h, {}, 10s);
-  }
-
- private:
-  virtio_vsock_hdr header(vsock_op o) const { return guest_header(g_, o, src_, dst_); }
-  bool wait() {
-    const bool woke = g_.wait_for_device(10s);
-    take_packets();
-    return woke;
-  }
-  void take_packets() {
-    for (const auto& p : g_.receive()) {
-      if (p.hdr.src_port != dst_ || p.hdr.dst_port != src_) continue;
-      peer_buf_alloc_ = p.hdr.buf_alloc;
-      peer_fwd_cnt_ = p.hdr.fwd_cnt;
-      if (p.hdr.op == op(vsock_op::response)) connected_ = true;
-      if (p.hdr.op == op(vsock_op::rst)) reset_ = true;
-    }
-  }
-
-  fake_frontend& g_;
-  std::uint32_t src_, dst_;
-  bool connected_ = false;
-  bool reset_ = false;
-  std::uint32_t peer_buf_alloc_ = 0;
-  std::uint32_t peer_fwd_cnt_ = 0;
-  std::uint32_t tx_cnt_ = 0;
-};
-
-nlohmann::json partition(const switch_fixture& sw, const std::string& name) {
-  for (const auto& p : nlohmann::json::parse(sw.cli_ok({"vm", "list", "--json"})))
-    if (p.at("name") == name) return p;
-  return {};
-}
-
-std::unique_ptr<fake_frontend> attach_guest(switch_fixture& sw, const std::string& name,
-                                            std::uint64_t cid) {
-  const auto created = sw.cli({"vm", "create", name, "--qemu", "--cid", std::to_string(cid)});
-  EXPECT_EQ(created.status.code, 0) << created.err;
-  const std::string socket = partition(sw, name).at("vhost_user_socket");
-  auto g = fake_frontend::attach(socket, cid);
-  EXPECT_TRUE(g) << (g ? "" : g.error().message());
-  return g ? std::move(*g) : nullptr;
-}
 
 // A host program listening on the sink service: each accepted stream is read
 // to EOF (or an error) and summed.

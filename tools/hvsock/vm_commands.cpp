@@ -67,8 +67,10 @@ void add_vm_commands(CLI::App& app, global_options& options) {
     // The only partition vm.create looks up is the parent.
     const auto created = must_naming_partition(client.call("vm.create", request), args->parent);
     std::cout << created.value("id", "") << "\n";
-    if (args->qemu)
+    if (args->qemu) {
       std::cerr << "vhost-user socket: " << created.value("vhost_user_socket", "") << "\n";
+      std::cerr << "hybrid vsock socket: " << created.value("hybrid_socket", "") << "\n";
+    }
   });
 
   auto* list = vm->add_subcommand("list", "List partitions");

@@ -1,0 +1,221 @@
+// Hybrid vsock on QEMU partitions (docs/hybrid-vsock.md) against a real
+// hvsockd, the guest played by fake_frontend and the host side by a raw
+// C-style Unix socket client, as Firecracker's users write it:
+// - CONNECT <port> reaches the guest's port; "OK <host port>\n" comes only
+//   after the guest accepted, and bytes sent after the line are the
+//   stream's;
+// - refusals (unregistered port, the guest's RST), garbage, an over-long
+//   line and a silent client close the socket without OK, and the socket
+//   serves the next client;
+// - a guest's connect to a host port no hvsock listener takes reaches a
+//   Unix listener at <hybrid socket>_<port>; an hvsock listener is tried
+//   first; an unregistered port is refused even with a Unix listener.
+// Every wait is on a socket or the device's call eventfds, bounded.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <hvsock/hvsock.hpp>
+
+#include "fake_frontend.hpp"
+#include "guest_stream.hpp"
+#include "switch_fixture.hpp"
+
+namespace hvsock::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// --- a raw Unix stream client and listener --------------------------------
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  EXPECT_LT(path.size(), sizeof addr.sun_path);
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  return addr;
+}
+
+unique_fd unix_connect(const std::string& path) {
+  unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_un addr = unix_address(path);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) {
+    ADD_FAILURE() << "connect " << path << ": " << std::strerror(errno);
+    return {};
+  }
+  return fd;
+}
+
+unique_fd unix_listen(const std::string& path) {
+  unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_un addr = unix_address(path);
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0)
+      << std::strerror(errno);
+  EXPECT_EQ(::listen(fd.get(), 8), 0);
+  return fd;
+}
+
+bool readable(int fd, std::chrono::milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+void send_all(int fd, const std::string& text) {
+  ASSERT_EQ(::send(fd, text.data(), text.size(), MSG_NOSIGNAL), static_cast<ssize_t>(text.size()))
+      << std::strerror(errno);
+}
+
+// Reads until `bytes` arrived, EOF, or `timeout`; `eof` says whether it ended.
+std::string read_some(int fd, std::size_t bytes, std::chrono::milliseconds timeout,
+                      bool* eof = nullptr) {
+  std::string got;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (eof) *eof = false;
+  while (got.size() < bytes) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms || !readable(fd, left)) break;
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      if (eof) *eof = true;
+      break;
+    }
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+// The socket was closed without a byte: what a refusal looks like.
+void expect_closed_without_answer(int fd, std::chrono::milliseconds timeout,
+                                  const std::string& what) {
+  bool eof = false;
+  const std::string got = read_some(fd, 1, timeout, &eof);
+  EXPECT_TRUE(eof) << what << ": not closed";
+  EXPECT_EQ(got, "") << what << ": answered";
+}
+
+std::span<const std::byte> bytes_of(const std::string& s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+class HybridVsock : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    guest = attach_guest(sw, "fc", 21);
+    ASSERT_TRUE(guest);
+    hybrid = partition(sw, "fc").at("hybrid_socket");
+    sw.register_service("guest echo", service_id_from_port(5200).to_string());
+  }
+
+  switch_fixture sw;
+  std::unique_ptr<fake_frontend> guest;
+  std::string hybrid;
+};
+
+TEST_F(HybridVsock, ConnectReachesTheGuestPortAndOkComesAfterItsAnswer) {
+  EXPECT_NE(sw.cli({"vm", "create", "fc2", "--qemu"}).err.find("hybrid vsock socket: "),
+            std::string::npos);
+  unique_fd host = unix_connect(hybrid);
+  ASSERT_TRUE(host);
+  // The line and the stream's first bytes in one write.
+  send_all(host.get(), "CONNECT 5200\nfirst bytes");
+  EXPECT_FALSE(readable(host.get(), 200ms)) << "OK before the guest answered";
+  auto s = guest_stream::accept(*guest, 5200, 10s);
+  ASSERT_TRUE(s) << s.error().message();
+  const std::string ok = "OK " + std::to_string(s->host_port()) + "\n";
+  EXPECT_EQ(read_some(host.get(), ok.size(), 10s), ok);
+  EXPECT_EQ(s->read(11, 10s), "first bytes");
+  ASSERT_TRUE(s->write(bytes_of("from the guest")));
+  EXPECT_EQ(read_some(host.get(), 14, 10s), "from the guest");
+  send_all(host.get(), " and more");
+  EXPECT_EQ(s->read(20, 10s), "first bytes and more");
+  const auto stats = nlohmann::json::parse(sw.cli_ok({"stats", "--json"}));
+  bool counted = false;
+  for (const auto& svc : stats.at("services"))
+    if (svc.at("name") == "guest echo") counted = svc.at("accepted").get<int>() == 1;
+  EXPECT_TRUE(counted) << stats.dump();
+}
+
+TEST_F(HybridVsock, RefusalsAndGarbageCloseWithoutOkAndTheSocketServesOn) {
+  {
+    unique_fd host = unix_connect(hybrid);
+    send_all(host.get(), "CONNECT 5999\n");  // no such service
+    expect_closed_without_answer(host.get(), 10s, "unregistered port");
+    // Refused by the switch: the guest never heard of it.
+    for (const auto& p : guest->receive())
+      EXPECT_FALSE(p.hdr.op == op(virtio::vsock_op::request) && p.hdr.dst_port == 5999)
+          << "the REQUEST for an unregistered port reached the guest";
+  }
+  {
+    unique_fd host = unix_connect(hybrid);
+    send_all(host.get(), "CONNECT 5200\n");
+    ASSERT_TRUE(guest_stream::refuse(*guest, 5200, 10s));
+    expect_closed_without_answer(host.get(), 10s, "the guest's RST");
+  }
+  const std::vector<std::string> garbage_lines{
+      "HELLO 5200\n",        "CONNECT\n",
+      "CONNECT -1\n",        "CONNECT 99999999999\n",
+      "CONNECT 52 00\n",     std::string("CONNECT \0 5200\n", 15),
+      std::string(100, 'x'), "\n"};
+  for (const std::string& garbage : garbage_lines) {
+    unique_fd host = unix_connect(hybrid);
+    send_all(host.get(), garbage);
+    expect_closed_without_answer(host.get(), 10s, "garbage " + garbage);
+  }
+  {
+    unique_fd host = unix_connect(hybrid);  // sends nothing: closed at the 5 s deadline
+    expect_closed_without_answer(host.get(), 15s, "a silent client");
+  }
+  EXPECT_TRUE(sw.daemon().wait_for_stderr("no CONNECT line within 5000 ms", 5s))
+      << sw.daemon().err();
+  // Blanks and a '\r' are tolerated, as Firecracker's reader does.
+  unique_fd host = unix_connect(hybrid);
+  send_all(host.get(), "CONNECT\t 5200 \r\n");
+  auto s = guest_stream::accept(*guest, 5200, 10s);
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(read_some(host.get(), 3, 10s).substr(0, 3), "OK ");
+  EXPECT_EQ(sw.cli({"status"}).status.code, 0);
+}
+
+TEST_F(HybridVsock, AGuestReachesAUnixListenerBesideTheHybridSocket) {
+  sw.register_service("unix side", service_id_from_port(5300).to_string());
+  unique_fd unix_side = unix_listen(hybrid + "_5300");
+  unique_fd unregistered = unix_listen(hybrid + "_5301");
+
+  guest_stream s(*guest, 1500, 5300);
+  ASSERT_TRUE(s.connect()) << sw.daemon().err();
+  ASSERT_TRUE(readable(unix_side.get(), 10s));
+  unique_fd accepted(::accept4(unix_side.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted);
+  ASSERT_TRUE(s.write(bytes_of("to the unix listener")));
+  EXPECT_EQ(read_some(accepted.get(), 20, 10s), "to the unix listener");
+  send_all(accepted.get(), "back");
+  EXPECT_EQ(s.read(4, 10s), "back");
+
+  // Port 5301 is no registered service: refused, its listener never sees it.
+  guest_stream refused(*guest, 1501, 5301);
+  EXPECT_FALSE(refused.connect());
+  EXPECT_FALSE(readable(unregistered.get(), 100ms));
+
+  // An hvsock listener on 5300 comes first.
+  auto l = listener::listen({vm_id_wildcard, service_id_from_port(5300)},
+                            {.control_socket = sw.control_socket("host")});
+  ASSERT_TRUE(l) << l.error().message();
+  guest_stream second(*guest, 1502, 5300);
+  ASSERT_TRUE(second.connect());
+  auto via_hvsock = l->accept(10s);
+  ASSERT_TRUE(via_hvsock) << via_hvsock.error().message();
+  EXPECT_FALSE(readable(unix_side.get(), 100ms));
+}
+
+}  // namespace
+}  // namespace hvsock::test
