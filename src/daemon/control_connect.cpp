@@ -27,6 +27,8 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
   auto decision = route(*source, target);
   if (!decision) return refuse(c, decision.error());
   unique_fd connector_end;
+  if (decision->guest_port && hybrid_vms_.contains(decision->target_name))
+    return connect_into_hybrid_vm(c, *source, target, *decision, unique_fd());
   if (decision->guest_port) {
     unique_fd device_end;
     if (auto made = make_stream_pair(connector_end); !made) {
@@ -71,6 +73,8 @@ void control_server::handle_connect_socket(client& c, const wire::connect_socket
     if (!b) return b.error();
     return (*b)->connect(socket.get());
   };
+  if (decision->guest_port && hybrid_vms_.contains(decision->target_name))
+    return connect_into_hybrid_vm(c, *source, target, *decision, std::move(socket));
   if (decision->guest_port) {
     auto device_end = connect_socket();
     if (!device_end) {

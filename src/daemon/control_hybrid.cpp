@@ -105,3 +105,99 @@ result<unique_fd> control_server::connect_hybrid_host_listener(const std::string
 }
 
 }  // namespace hvsock::daemon
+
+namespace hvsock::daemon {
+
+// --- Firecracker / Cloud Hypervisor VMs --------------------------------------
+
+result<void> control_server::open_hybrid_vm(const partition& p) {
+  if (hybrid_vms_.contains(p.name)) return {};
+  const std::string name = p.name;
+  auto vm = std::make_unique<hybrid_vm>(
+      loop_, gate_, name, p.hybrid_vsock, options_.sockets,
+      [this, name](std::uint32_t port, unique_fd stream) {
+        connect_from_hybrid_vm(name, port, std::move(stream));
+      },
+      log_);
+  vm->set_ports(hybrid_vm_ports(p));
+  hybrid_vms_.emplace(name, std::move(vm));
+  return {};
+}
+
+std::set<std::uint32_t> control_server::hybrid_vm_ports(const partition& p) const {
+  std::set<std::uint32_t> ports;
+  const partition& host = partitions_.host();
+  for (const service_entry* s : services_.list()) {
+    auto port = port_from_service_id(s->id);
+    if (port && router_.check_permission(p, host, s->id)) ports.insert(*port);
+  }
+  return ports;
+}
+
+void control_server::services_changed() {
+  for (auto& [name, vm] : hybrid_vms_)
+    if (const partition* p = partitions_.find(name)) vm->set_ports(hybrid_vm_ports(*p));
+}
+
+bool control_server::vmm_socket_present(std::string_view name) const {
+  auto it = hybrid_vms_.find(name);
+  return it != hybrid_vms_.end() && it->second->vmm_socket_present();
+}
+
+void control_server::connect_into_hybrid_vm(client& c, const partition& source,
+                                            const endpoint& target, const route_decision& decision,
+                                            unique_fd socket) {
+  auto vm = hybrid_vms_.find(decision.target_name);
+  if (vm == hybrid_vms_.end()) {  // cannot happen: the caller checked
+    const failure why(errc::connection_refused,
+                      fmt::format("VM \"{}\" has no hybrid vsock socket", decision.target_name));
+    count_refusal(source.name, target, why);
+    return refuse(c, why);
+  }
+  const bool own_socket = static_cast<bool>(socket);
+  c.waiting_for_guest = true;
+  if (options_.log_connections)
+    log_(log_level::debug, fmt::format("{}: connect {}: asking VM \"{}\" through {} (port {})",
+                                       source.name, target.to_string(), decision.target_name,
+                                       vm->second->vmm_socket(), *decision.guest_port));
+  vm->second->connect(*decision.guest_port, std::move(socket),
+                      [this, id = c.id, source_name = source.name, target, decision, own_socket](
+                          result<std::uint32_t> host_port, unique_fd stream) {
+                        auto it = clients_.find(id);
+                        if (!host_port) {
+                          count_refusal(source_name, target, host_port.error());
+                          if (it != clients_.end()) refuse(it->second, host_port.error());
+                          return;
+                        }
+                        if (it == clients_.end())
+                          return;  // the connector gave up; the guest reads EOF
+                        const partition* from = partitions_.find(source_name);
+                        if (from == nullptr) {
+                          close_client(id);
+                          return;
+                        }
+                        counters_.record_accepted(target.service, inode_of(stream.get()), 0);
+                        partition_counters_.record_connection(from->name, decision.target_name);
+                        reply_connected(it->second, *from, target,
+                                        endpoint{from->id, service_id_from_port(*host_port)},
+                                        decision, own_socket ? -1 : stream.get());
+                      });
+}
+
+void control_server::connect_from_hybrid_vm(const std::string& vm_name, std::uint32_t port,
+                                            unique_fd stream) {
+  const partition* source = partitions_.find(vm_name);
+  if (source == nullptr) return;  // cannot happen: removal closes its listeners
+  const endpoint target{vm_id_parent, service_id_from_port(port)};
+  auto decision = route(*source, target);  // counts and logs a refusal
+  if (!decision) return;                   // closing is the refusal the guest sees
+  // The VMM does not say which port the guest connected from.
+  const std::uint32_t peer_port = next_hybrid_peer_port_;
+  next_hybrid_peer_port_ =
+      next_hybrid_peer_port_ == 0xffffffffu ? first_ephemeral_port : next_hybrid_peer_port_ + 1;
+  (void)hand_to_listener(*source, target, *decision,
+                         endpoint{source->id, service_id_from_port(peer_port)},
+                         [&]() -> result<unique_fd> { return std::move(stream); });
+}
+
+}  // namespace hvsock::daemon

@@ -71,6 +71,7 @@ std::string control_server::socket_path(std::string_view partition_name) const {
 
 result<void> control_server::open_partition(const partition& p) {
   if (p.qemu) return open_guest(p);
+  if (!p.hybrid_vsock.empty()) return open_hybrid_vm(p);
   if (sockets_.contains(p.name)) return {};
   const std::string name = p.name;
   // The socket's own directory stays when the daemon stops: an isolated
@@ -110,6 +111,7 @@ void control_server::close_partition(std::string_view name) {
 void control_server::close_socket(std::string_view name) {
   if (auto r = replugs_.find(name); r != replugs_.end()) replugs_.erase(r);
   if (auto h = hybrids_.find(name); h != hybrids_.end()) hybrids_.erase(h);
+  if (auto v = hybrid_vms_.find(name); v != hybrid_vms_.end()) hybrid_vms_.erase(v);
   if (auto g = guests_.find(name); g != guests_.end()) guests_.erase(g);
   auto it = sockets_.find(name);
   if (it == sockets_.end()) return;
@@ -121,6 +123,7 @@ void control_server::close_socket(std::string_view name) {
 void control_server::close_all() {
   replugs_.clear();
   hybrids_.clear();
+  hybrid_vms_.clear();
   guests_.clear();
   // The partitions' directories stay (runtime_paths.hpp).
   while (!sockets_.empty()) close_socket(sockets_.begin()->first);

@@ -58,6 +58,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -70,6 +71,7 @@
 #include <hvsock/unique_fd.hpp>
 
 #include "daemon/event_loop.hpp"
+#include "daemon/hybrid_vm.hpp"
 #include "daemon/hybrid_vsock_listener.hpp"
 #include "daemon/log_limiter.hpp"
 #include "daemon/partition_counters.hpp"
@@ -139,6 +141,12 @@ class control_server {
   // `p`'s QMP socket was set or forgotten: re-plugging follows the new one
   // (and starts at once, as when the partition is opened).
   void qmp_socket_changed(const partition& p);
+  // The registry changed: hybrid vsock VMs listen for their guests'
+  // connects on the ports of the services now registered and enabled.
+  void services_changed();
+  // Whether hybrid vsock VM `name`'s VMM socket is there (false if `name`
+  // is no such VM).
+  bool vmm_socket_present(std::string_view name) const;
 
  private:
   struct partition_socket {
@@ -258,6 +266,17 @@ class control_server {
   // A Unix listener at <hybrid socket>_<port> of `guest_name`, connected; a
   // refusal when there is none (or it does not take the connection now).
   result<unique_fd> connect_hybrid_host_listener(const std::string& guest_name, std::uint32_t port);
+  // Firecracker / Cloud Hypervisor VMs (hybrid_vm).
+  result<void> open_hybrid_vm(const partition& p);
+  // The service ports VM `p`'s guest may connect to on the host.
+  std::set<std::uint32_t> hybrid_vm_ports(const partition& p) const;
+  // A connect into a hybrid vsock VM: through its VMM's socket, with
+  // `socket` (the client's own, for connect_socket) or a new one sent in
+  // the reply. `c` must not be used after this call.
+  void connect_into_hybrid_vm(client& c, const partition& source, const endpoint& target,
+                              const route_decision& decision, unique_fd socket);
+  // The VMM connected for its guest's connect to host port `port`.
+  void connect_from_hybrid_vm(const std::string& vm_name, std::uint32_t port, unique_fd stream);
 
   // The partition a vsock CID names, as seen from `source` (1 and its own
   // CID are itself).
@@ -281,6 +300,8 @@ class control_server {
   std::map<std::string, partition_socket, std::less<>> sockets_;
   std::map<std::string, std::unique_ptr<qemu_guest>, std::less<>> guests_;
   std::map<std::string, std::unique_ptr<hybrid_vsock_listener>, std::less<>> hybrids_;
+  std::map<std::string, std::unique_ptr<hybrid_vm>, std::less<>> hybrid_vms_;
+  std::uint32_t next_hybrid_peer_port_ = first_ephemeral_port;  // guests' ports behind a VMM
   // QEMU guests with a QMP socket; after guests_, so destroyed first.
   std::map<std::string, std::unique_ptr<qemu_replug>, std::less<>> replugs_;
   std::unordered_map<std::uint64_t, client> clients_;

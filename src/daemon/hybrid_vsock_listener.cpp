@@ -70,25 +70,9 @@ void hybrid_vsock_listener::on_readable(std::uint64_t id) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
   handshake& h = it->second;
-  // Peek, then take only up to the '\n': what follows is the stream's.
-  std::array<char, detail::hybrid_max_line> buf{};
-  const std::size_t room = detail::hybrid_max_line - h.line.size();
-  const ssize_t n = ::recv(h.fd.get(), buf.data(), room, MSG_PEEK | MSG_DONTWAIT);
-  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-  if (n <= 0)
-    return refuse(id, n == 0 ? "closed before its CONNECT line"
-                             : fmt::format("reading its CONNECT line: {}", std::strerror(errno)));
-  const auto peeked = std::string_view(buf.data(), static_cast<std::size_t>(n));
-  const auto eol = peeked.find('\n');
-  const std::size_t take = eol == std::string_view::npos ? peeked.size() : eol + 1;
-  if (::recv(h.fd.get(), buf.data(), take, MSG_DONTWAIT) != static_cast<ssize_t>(take))
-    return refuse(id, "reading its CONNECT line failed");
-  h.line.append(buf.data(), eol == std::string_view::npos ? take : eol);
-  if (eol == std::string_view::npos) {
-    if (h.line.size() >= detail::hybrid_max_line)
-      refuse(id, fmt::format("its line is longer than {} bytes", detail::hybrid_max_line));
-    return;
-  }
+  auto whole = detail::read_hybrid_line(h.fd.get(), h.line);
+  if (!whole) return refuse(id, whole.error().message());
+  if (!*whole) return;
   const auto port = detail::parse_hybrid_connect(h.line);
   if (!port) {
     // Printable, bounded: the line is at most hybrid_max_line bytes.

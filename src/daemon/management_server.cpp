@@ -173,7 +173,11 @@ result<json> management_server::dispatch(const json& request) {
 result<void> management_server::commit(const partition_tree& old_partitions,
                                        const service_registry& old_services) {
   auto saved = ctx_.store.save(ctx_.partitions, ctx_.services);
-  if (saved) return {};
+  if (saved) {
+    // Hybrid vsock VMs listen on the ports of the services now enabled.
+    ctx_.control.services_changed();
+    return {};
+  }
   ctx_.partitions = old_partitions;
   ctx_.services = old_services;
   log_(log_level::error, fmt::format("{} (the change was not made)", saved.error().message()));
@@ -199,8 +203,15 @@ json management_server::describe(const partition& p) const {
            {"kind", std::string(to_string(p.kind))},
            {"parent", parent != nullptr ? json(parent->name) : json(nullptr)},
            {"cid", p.cid},
-           {"backend", p.qemu ? "qemu" : "emulated"}};
-  if (p.qemu) {
+           {"backend", p.qemu                    ? "qemu"
+                       : !p.hybrid_vsock.empty() ? "hybrid"
+                                                 : "emulated"}};
+  if (!p.hybrid_vsock.empty()) {
+    // Its VMM has the guest; hvsockd reaches it through the VMM's socket.
+    out["control_socket"] = nullptr;
+    out["hybrid_vsock"] = p.hybrid_vsock;
+    out["vmm_socket_present"] = ctx_.control.vmm_socket_present(p.name);
+  } else if (p.qemu) {
     // Processes cannot join a QEMU guest; QEMU attaches to its socket.
     out["control_socket"] = nullptr;
     out["vhost_user_socket"] = ctx_.control.vhost_user_socket_path(p.name);
@@ -334,6 +345,15 @@ result<json> management_server::vm_create(const json& request) {
     if (auto ok = partition_tree::check_qmp_socket(**qmp); !ok)
       return bad_request(fmt::format("vm.create: \"qmp\": {}", ok.error().message()));
     spec.qmp_socket = std::move(**qmp);
+  }
+  auto hybrid = optional_string(request, "hybrid_vsock", op);
+  if (!hybrid) return hybrid.error();
+  if (*hybrid) {
+    if (spec.qemu)
+      return bad_request("vm.create: \"hybrid_vsock\" and \"qemu\" exclude each other");
+    if (auto ok = partition_tree::check_hybrid_vsock_socket(**hybrid); !ok)
+      return bad_request(fmt::format("vm.create: \"hybrid_vsock\": {}", ok.error().message()));
+    spec.hybrid_vsock = std::move(**hybrid);
   }
 
   const partition_tree before = ctx_.partitions;

@@ -44,7 +44,7 @@ std::optional<partition_kind> partition_kind_from_string(std::string_view text) 
 partition_tree::partition_tree(vm_id host_id, std::size_t max_partitions)
     : max_partitions_(max_partitions) {
   partition host{
-      std::string(host_name), host_id, partition_kind::host, host_cid, std::nullopt, false, {}};
+      std::string(host_name), host_id, partition_kind::host, host_cid, std::nullopt, false, {}, {}};
   name_by_id_.emplace(host_id, host.name);
   name_by_cid_.emplace(host_cid, host.name);
   by_name_.emplace(host.name, std::move(host));
@@ -79,22 +79,37 @@ result<void> partition_tree::check_id(const vm_id& id) {
   return {};
 }
 
-result<void> partition_tree::check_qmp_socket(std::string_view path) {
-  // sockaddr_un's sun_path holds 108 bytes, the terminating NUL included.
-  constexpr std::size_t max_socket_path = 107;
+namespace {
+
+// sockaddr_un's sun_path holds 108 bytes, the terminating NUL included.
+constexpr std::size_t max_socket_path = 107;
+
+// An absolute path of at most `longest` bytes without control characters;
+// `what` names it in the errors ("the QMP socket").
+result<void> check_socket_path(std::string_view path, std::string_view what, std::size_t longest) {
   if (path.empty() || path.front() != '/')
+    return failure(errc::invalid_argument, fmt::format("{} must be an absolute path, not \"{}\"",
+                                                       what, path.substr(0, 200)));
+  if (path.size() > longest)
     return failure(
         errc::invalid_argument,
-        fmt::format("the QMP socket must be an absolute path, not \"{}\"", path.substr(0, 200)));
-  if (path.size() > max_socket_path)
-    return failure(errc::invalid_argument,
-                   fmt::format("the QMP socket path is {} bytes long; a Unix socket path has at "
-                               "most {}",
-                               path.size(), max_socket_path));
+        fmt::format("{} path is {} bytes long; at most {} fit here", what, path.size(), longest));
   for (char c : path)
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
-      return failure(errc::invalid_argument, "the QMP socket path contains a control character");
+      return failure(errc::invalid_argument,
+                     fmt::format("{} path contains a control character", what));
   return {};
+}
+
+}  // namespace
+
+result<void> partition_tree::check_qmp_socket(std::string_view path) {
+  return check_socket_path(path, "the QMP socket", max_socket_path);
+}
+
+result<void> partition_tree::check_hybrid_vsock_socket(std::string_view path) {
+  // Its listeners for the guest are "<path>_<port>", the port up to 10 digits.
+  return check_socket_path(path, "the hybrid vsock socket", max_socket_path - 11);
 }
 
 std::uint32_t partition_tree::lowest_free_cid() const {
@@ -129,6 +144,20 @@ result<const partition*> partition_tree::create(const partition_spec& spec) {
       return failure(errc::invalid_argument,
                      "a QMP socket is only for a QEMU guest (create the VM as a QEMU guest)");
     if (auto ok = check_qmp_socket(spec.qmp_socket); !ok) return ok.error();
+  }
+  if (!spec.hybrid_vsock.empty()) {
+    if (spec.kind != partition_kind::vm)
+      return failure(errc::invalid_argument,
+                     "only a VM can be behind a hybrid vsock socket, not a container");
+    if (spec.qemu)
+      return failure(errc::invalid_argument,
+                     "a VM is either a QEMU guest or behind a hybrid vsock socket, not both");
+    if (auto ok = check_hybrid_vsock_socket(spec.hybrid_vsock); !ok) return ok.error();
+    for (const auto& [name, other] : by_name_)
+      if (other.hybrid_vsock == spec.hybrid_vsock)
+        return failure(errc::already_exists,
+                       fmt::format("{} is behind the hybrid vsock socket {} already",
+                                   describe(other), spec.hybrid_vsock));
   }
   if (spec.kind == partition_kind::container && parent->kind == partition_kind::container)
     return failure(
@@ -174,7 +203,8 @@ result<const partition*> partition_tree::create(const partition_spec& spec) {
         errc::limit_reached,
         fmt::format("the switch already has {} partitions (the limit)", max_partitions_));
 
-  partition p{spec.name, id, spec.kind, cid, parent->id, spec.qemu, spec.qmp_socket};
+  partition p{spec.name,  id,        spec.kind,       cid,
+              parent->id, spec.qemu, spec.qmp_socket, spec.hybrid_vsock};
   name_by_id_.emplace(id, p.name);
   name_by_cid_.emplace(cid, p.name);
   auto [it, inserted] = by_name_.emplace(p.name, std::move(p));

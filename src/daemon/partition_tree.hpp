@@ -44,6 +44,13 @@ struct partition {
   // The QMP socket of that QEMU (absolute path; empty: none), through which
   // hvsockd re-plugs the guest's vsock device after hvsockd restarts.
   std::string qmp_socket;
+  // A Firecracker / Cloud Hypervisor VM: its VMM's hybrid vsock socket
+  // (absolute path; empty: not such a VM). Only VMs of the host can be.
+  std::string hybrid_vsock;
+
+  // Whether the partition's own kernel has its listeners (a QEMU guest or a
+  // hybrid vsock VM), so connections to it go to a vsock port there.
+  bool has_own_kernel() const { return qemu || !hybrid_vsock.empty(); }
 };
 
 // What a caller asks for; unset id/cid are chosen by the tree.
@@ -54,7 +61,8 @@ struct partition_spec {
   std::optional<vm_id> id;
   std::optional<std::uint32_t> cid;
   bool qemu = false;
-  std::string qmp_socket;  // only for a QEMU guest
+  std::string qmp_socket;    // only for a QEMU guest
+  std::string hybrid_vsock;  // only for a VM that is neither emulated nor QEMU
 };
 
 class partition_tree {
@@ -74,6 +82,8 @@ class partition_tree {
   // A QMP socket path: absolute, short enough for a Unix socket address,
   // no control characters.
   static result<void> check_qmp_socket(std::string_view path);
+  // A VMM's hybrid vsock socket path: the same, with room for "_<port>".
+  static result<void> check_hybrid_vsock_socket(std::string_view path);
 
   // Adds a VM (parent must be the host) or a container (parent a VM or the
   // host). Errors: invalid_argument (name, kind, parent kind, CID),

@@ -98,13 +98,14 @@ result<route_decision> router::route(const partition& source, const endpoint& ta
   const partition& dest = **resolved;
   if (auto allowed = check_permission(source, dest, target.service); !allowed)
     return allowed.error();
-  if (dest.qemu && dest.id != source.id) {
+  if (dest.has_own_kernel() && dest.id != source.id) {
     auto port = port_from_service_id(target.service);
     if (!port)
-      return failure(errc::no_vsock_port,
-                     fmt::format("{} is a QEMU guest, reached by vsock port, and {} is not of the "
-                                 "vsock form P-facb-11e6-bd58-64006a7986d3",
-                                 describe(dest), describe(*services_.find(target.service))));
+      return failure(
+          errc::no_vsock_port,
+          fmt::format("{} has its own kernel, reached by vsock port, and {} is not of the "
+                      "vsock form P-facb-11e6-bd58-64006a7986d3",
+                      describe(dest), describe(*services_.find(target.service))));
     return route_decision{dest.id,
                           dest.name,
                           0,

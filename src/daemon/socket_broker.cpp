@@ -35,11 +35,16 @@ socket_broker::~socket_broker() {
   if (fd_) ::unlink(path_.c_str());
 }
 
-result<unique_fd> socket_broker::connect(int client) {
+result<void> socket_broker::check_client(int client) {
   if (socket_option(client, SO_DOMAIN) != AF_UNIX || socket_option(client, SO_TYPE) != SOCK_STREAM)
     return failure(errc::invalid_argument, "the attached fd is not an AF_UNIX stream socket");
   if (socket_option(client, SO_ACCEPTCONN) != 0)
     return failure(errc::invalid_argument, "the attached socket is listening");
+  return {};
+}
+
+result<unique_fd> socket_broker::connect(int client) {
+  if (auto ok = check_client(client); !ok) return ok.error();
   auto addr = detail::unix_address(path_);
   if (!addr) return addr.error().with_context("the socket broker");
   int rc;

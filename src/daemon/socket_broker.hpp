@@ -31,6 +31,8 @@ class socket_broker {
   // socket (invalid_argument otherwise), connects it, and returns the other
   // end (blocking, CLOEXEC).
   result<unique_fd> connect(int client);
+  // The first check: an AF_UNIX stream socket that is not listening.
+  static result<void> check_client(int client);
 
  private:
   socket_broker(std::string path, unique_fd fd) : path_(std::move(path)), fd_(std::move(fd)) {}

@@ -98,9 +98,17 @@ switch_state parse_state(const json& root, const state_limits& limits) {
     spec.cid = cid.get<std::uint32_t>();
     // "backend" is optional: absent means an emulated partition.
     if (auto backend = p.find("backend"); backend != p.end()) {
-      if (!backend->is_string() || (*backend != "qemu" && *backend != "emulated"))
-        throw invalid_state(where + ": \"backend\" must be \"emulated\" or \"qemu\"");
+      if (!backend->is_string() ||
+          (*backend != "qemu" && *backend != "emulated" && *backend != "hybrid"))
+        throw invalid_state(where + ": \"backend\" must be \"emulated\", \"qemu\" or \"hybrid\"");
       spec.qemu = *backend == "qemu";
+      if (*backend == "hybrid") {
+        auto path = p.find("hybrid_vsock");
+        if (path == p.end() || !path->is_string())
+          throw invalid_state(where + ": a \"hybrid\" partition needs \"hybrid_vsock\", a path");
+        spec.hybrid_vsock = path->get<std::string>();
+        if (spec.hybrid_vsock.empty()) throw invalid_state(where + ": \"hybrid_vsock\" is empty");
+      }
     }
     // "qmp_socket" is optional too (partition_tree::create checks it).
     if (auto qmp = p.find("qmp_socket"); qmp != p.end() && !qmp->is_null()) {
@@ -175,6 +183,10 @@ std::string state_store::serialize(const partition_tree& partitions,
     entry["parent"] = partitions.parent_of(*p)->name;
     entry["cid"] = p->cid;
     if (p->qemu) entry["backend"] = "qemu";
+    if (!p->hybrid_vsock.empty()) {
+      entry["backend"] = "hybrid";
+      entry["hybrid_vsock"] = p->hybrid_vsock;
+    }
     if (!p->qmp_socket.empty()) entry["qmp_socket"] = p->qmp_socket;
     list.push_back(std::move(entry));
   }

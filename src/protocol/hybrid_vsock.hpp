@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include <hvsock/result.hpp>
+
 namespace hvsock::detail {
 
 // The longest line either side accepts, its newline included. The longest
@@ -31,5 +33,11 @@ std::string hybrid_ok_line(std::uint32_t host_port);
 // over 2^32-1, a third word) is nullopt.
 std::optional<std::uint32_t> parse_hybrid_connect(std::string_view line);
 std::optional<std::uint32_t> parse_hybrid_ok(std::string_view line);
+
+// Reads what `fd` has of a line into `line` (without the '\n'), never a
+// byte past the '\n': those are the stream's. Does not block (MSG_DONTWAIT).
+// true once the line is whole, false while more is to come; a failure for
+// EOF, an error, or a line over hybrid_max_line bytes.
+result<bool> read_hybrid_line(int fd, std::string& line);
 
 }  // namespace hvsock::detail

@@ -10,15 +10,21 @@
 // - a guest's connect to a host port no hvsock listener takes reaches a
 //   Unix listener at <hybrid socket>_<port>; an hvsock listener is tried
 //   first; an unregistered port is refused even with a Unix listener.
+// And a Firecracker-style VM as a partition of a second switch (issue 12,
+// part 3): switch A's `vm create --hybrid-vsock` on switch B's hybrid socket
+// of that guest; A's host programs reach the guest, and the guest reaches
+// A's host listeners through <socket>_<port>, both under A's rules.
 // Every wait is on a socket or the device's call eventfds, bounded.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <optional>
 #include <string>
 #include <vector>
@@ -215,6 +221,115 @@ TEST_F(HybridVsock, AGuestReachesAUnixListenerBesideTheHybridSocket) {
   auto via_hvsock = l->accept(10s);
   ASSERT_TRUE(via_hvsock) << via_hvsock.error().message();
   EXPECT_FALSE(readable(unix_side.get(), 100ms));
+}
+
+std::string read_stream(stream& s, std::size_t bytes) {
+  std::string got;
+  char buf[4096];
+  while (got.size() < bytes) {
+    auto n = s.read(buf, sizeof buf);
+    if (!n || *n == 0) break;
+    got.append(buf, *n);
+  }
+  return got;
+}
+
+TEST(HybridVsockVm, ASecondSwitchReachesTheGuestThroughItsHybridSocketBothWays) {
+  switch_fixture b;  // serves the guest, as a VMM does
+  auto guest = attach_guest(b, "inner", 22);
+  ASSERT_TRUE(guest);
+  const std::string vmm_socket = partition(b, "inner").at("hybrid_socket");
+  for (const auto* sw : {&b})
+    for (std::uint32_t port : {5200u, 5201u, 5400u})
+      sw->register_service("svc " + std::to_string(port), service_id_from_port(port).to_string());
+
+  switch_fixture a;  // the switch the VM joins through its VMM's socket
+  for (std::uint32_t port : {5200u, 5400u})
+    a.register_service("svc " + std::to_string(port), service_id_from_port(port).to_string());
+  a.cli_ok({"vm", "create", "fcvm", "--hybrid-vsock", vmm_socket, "--cid", "30"});
+  const auto described = partition(a, "fcvm");
+  EXPECT_EQ(described.at("backend"), "hybrid");
+  EXPECT_EQ(described.at("hybrid_vsock"), vmm_socket);
+  EXPECT_EQ(described.at("vmm_socket_present"), true);
+  const vm_id fcvm{a.vm_id_of("fcvm")};
+
+  // A's host -> the guest's port 5200.
+  auto connecting = std::async(std::launch::async, [&] {
+    return hvsock::connect({fcvm, service_id_from_port(5200)},
+                           {.timeout = 10s, .control_socket = a.control_socket("host")});
+  });
+  auto in_guest = guest_stream::accept(*guest, 5200, 10s);
+  ASSERT_TRUE(in_guest) << in_guest.error().message();
+  auto host_side = connecting.get();
+  ASSERT_TRUE(host_side) << host_side.error().message() << a.daemon().err();
+  ASSERT_TRUE(host_side->write_all("host of A to the guest"));
+  EXPECT_EQ(in_guest->read(22, 10s), "host of A to the guest");
+  ASSERT_TRUE(in_guest->write(bytes_of("guest to the host of A")));
+  EXPECT_EQ(read_stream(*host_side, 22), "guest to the host of A");
+
+  // The guest -> A's host listener on 5400, through B (no listener there)
+  // and <vmm socket>_5400, where A listens for the VM.
+  auto l = listener::listen({vm_id_wildcard, service_id_from_port(5400)},
+                            {.control_socket = a.control_socket("host")});
+  ASSERT_TRUE(l) << l.error().message();
+  guest_stream out(*guest, 1600, 5400);
+  ASSERT_TRUE(out.connect()) << b.daemon().err() << a.daemon().err();
+  auto accepted = l->accept(10s);
+  ASSERT_TRUE(accepted) << accepted.error().message();
+  EXPECT_EQ(accepted->peer_endpoint().vm, fcvm);  // it came from partition fcvm
+  ASSERT_TRUE(out.write(bytes_of("guest to A's listener")));
+  EXPECT_EQ(read_stream(*accepted, 21), "guest to A's listener");
+  ASSERT_TRUE(accepted->write_all("listener back"));
+  EXPECT_EQ(out.read(13, 10s), "listener back");
+
+  // Refusals: 5201 is registered on B only (A refuses without asking B), and
+  // 5200 with nothing accepting in the guest (B's close without OK).
+  auto unregistered = hvsock::connect({fcvm, service_id_from_port(5201)},
+                                      {.timeout = 10s, .control_socket = a.control_socket("host")});
+  ASSERT_FALSE(unregistered);
+  EXPECT_EQ(unregistered.error().code(), make_error_code(errc::service_not_registered));
+  auto refusing =
+      std::async(std::launch::async, [&] { return guest_stream::refuse(*guest, 5200, 10s); });
+  auto refused = hvsock::connect({fcvm, service_id_from_port(5200)},
+                                 {.timeout = 10s, .control_socket = a.control_socket("host")});
+  ASSERT_TRUE(refusing.get());
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), make_error_code(errc::connection_refused))
+      << refused.error().message();
+
+  // Its guest-port listeners follow the registry, and go with the VM.
+  struct stat st {};
+  EXPECT_EQ(::stat((vmm_socket + "_5400").c_str(), &st), 0);
+  a.cli_ok({"service", "remove", service_id_from_port(5400).to_string()});
+  EXPECT_NE(::stat((vmm_socket + "_5400").c_str(), &st), 0);
+  EXPECT_EQ(::stat((vmm_socket + "_5200").c_str(), &st), 0);
+  a.cli_ok({"vm", "remove", "fcvm"});
+  EXPECT_NE(::stat((vmm_socket + "_5200").c_str(), &st), 0);
+}
+
+TEST(HybridVsockVm, AMissingVmmSocketIsShownAndRefusedClearly) {
+  switch_fixture a;
+  a.register_service("svc", service_id_from_port(5200).to_string());
+  const std::string path = a.root() + "/no-vmm.sock";
+  a.cli_ok({"vm", "create", "down", "--hybrid-vsock", path});
+  EXPECT_EQ(partition(a, "down").at("vmm_socket_present"), false);
+  EXPECT_NE(a.cli_ok({"vm", "list"}).find("hybrid (no VMM socket)"), std::string::npos);
+  auto refused = hvsock::connect({a.vm_id_of("down"), service_id_from_port(5200)},
+                                 {.timeout = 10s, .control_socket = a.control_socket("host")});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("is the VM running?"), std::string::npos)
+      << refused.error().message();
+  // Bad paths are turned away by the CLI and by hvsockd.
+  EXPECT_EQ(a.cli({"vm", "create", "rel", "--hybrid-vsock", "relative.sock"}).status.code, 2);
+  EXPECT_NE(a.cli({"vm", "create", "both", "--qemu", "--hybrid-vsock", path}).status.code, 0);
+  EXPECT_NE(a.cli({"vm", "create", "twice", "--hybrid-vsock", path}).status.code, 0);
+  EXPECT_NE(
+      a.cli({"vm", "create", "long", "--hybrid-vsock", "/" + std::string(100, 'x')}).status.code,
+      0);
+  // Kept across a restart of hvsockd.
+  a.stop_daemon();
+  a.start_daemon();
+  EXPECT_EQ(partition(a, "down").at("hybrid_vsock"), path);
 }
 
 }  // namespace

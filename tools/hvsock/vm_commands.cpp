@@ -15,6 +15,7 @@ struct vm_args {
   bool qemu = false;
   std::string qmp;
   bool no_qmp = false;
+  std::string hybrid_vsock;
   bool json = false;
 };
 
@@ -28,6 +29,14 @@ std::string text_or_dash(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_number()) return std::to_string(v.get<std::uint64_t>());
   return "-";
+}
+
+// "hybrid" says whether the VMM's socket is there: the VM is likely down
+// without it.
+std::string backend_text(const nlohmann::json& p) {
+  const std::string backend = text_or_dash(p.value("backend", nlohmann::json()));
+  if (backend == "hybrid" && !p.value("vmm_socket_present", false)) return "hybrid (no VMM socket)";
+  return backend;
 }
 
 }  // namespace
@@ -56,6 +65,14 @@ void add_vm_commands(CLI::App& app, global_options& options) {
                    "restarts")
       ->needs("--qemu")
       ->check(absolute_path);
+  create
+      ->add_option("--hybrid-vsock", args->hybrid_vsock,
+                   "a Firecracker or Cloud Hypervisor VM: its VMM's vsock Unix socket (uds_path, "
+                   "socket=), an absolute path; hvsockd connects there for the VM and listens at "
+                   "PATH_<port> for its guest (docs/hybrid-vsock.md)")
+      ->type_name("PATH")
+      ->excludes("--qemu")
+      ->check(absolute_path);
   create->callback([args, &options] {
     nlohmann::json request{{"name", args->name}, {"kind", args->kind}};
     if (!args->parent.empty()) request["parent"] = args->parent;
@@ -63,6 +80,7 @@ void add_vm_commands(CLI::App& app, global_options& options) {
     if (args->cid) request["cid"] = *args->cid;
     if (args->qemu) request["qemu"] = true;
     if (!args->qmp.empty()) request["qmp"] = args->qmp;
+    if (!args->hybrid_vsock.empty()) request["hybrid_vsock"] = args->hybrid_vsock;
     auto client = open_management(options);
     // The only partition vm.create looks up is the parent.
     const auto created = must_naming_partition(client.call("vm.create", request), args->parent);
@@ -88,8 +106,7 @@ void add_vm_commands(CLI::App& app, global_options& options) {
                       text_or_dash(p.value("id", nlohmann::json())),
                       text_or_dash(p.value("kind", nlohmann::json())),
                       text_or_dash(p.value("parent", nlohmann::json())),
-                      text_or_dash(p.value("cid", nlohmann::json())),
-                      text_or_dash(p.value("backend", nlohmann::json())),
+                      text_or_dash(p.value("cid", nlohmann::json())), backend_text(p),
                       text_or_dash(p.value("qmp_socket", nlohmann::json()))});
     print_table({"NAME", "VMID", "KIND", "PARENT", "CID", "BACKEND", "QMP"}, rows);
   });

@@ -1,0 +1,175 @@
+#include "daemon/hybrid_vm.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "daemon/socket_broker.hpp"
+#include "protocol/hybrid_vsock.hpp"
+#include "sys/socket_ops.hpp"
+
+namespace hvsock::daemon {
+
+hybrid_vm::hybrid_vm(event_loop& loop, client_gate& gate, std::string name, std::string vmm_socket,
+                     socket_file_options sockets, guest_connect on_guest_connect, log_function log,
+                     std::chrono::milliseconds handshake_timeout)
+    : loop_(loop),
+      gate_(gate),
+      name_(std::move(name)),
+      vmm_socket_(std::move(vmm_socket)),
+      sockets_(sockets),
+      on_guest_connect_(std::move(on_guest_connect)),
+      log_(std::move(log)),
+      handshake_timeout_(handshake_timeout) {}
+
+hybrid_vm::~hybrid_vm() {
+  for (auto& [id, h] : handshakes_) {
+    loop_.unwatch(h.watch);
+    if (h.timer != 0) loop_.cancel_timer(h.timer);
+  }
+  listeners_.clear();  // each removes its socket file
+}
+
+bool hybrid_vm::vmm_socket_present() const {
+  struct stat st {};
+  return ::stat(vmm_socket_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+std::string hybrid_vm::port_socket(std::uint32_t port) const {
+  return fmt::format("{}_{}", vmm_socket_, port);
+}
+
+void hybrid_vm::connect(std::uint32_t guest_port, unique_fd stream, answer done) {
+  auto refuse = [&](failure why) { done(std::move(why), unique_fd()); };
+  if (!stream) {
+    stream.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!stream) return refuse(make_system_error(errno, "socket"));
+  } else if (auto ok = socket_broker::check_client(stream.get()); !ok) {
+    return refuse(ok.error());
+  }
+  auto addr = detail::unix_address(vmm_socket_);
+  if (!addr) return refuse(addr.error());
+  // Never wait in connect (a VMM whose backlog is full): non-blocking for
+  // the call only, as the socket may be the application's own.
+  const int flags = ::fcntl(stream.get(), F_GETFL);
+  (void)::fcntl(stream.get(), F_SETFL, flags | O_NONBLOCK);
+  int rc;
+  do {
+    rc = ::connect(stream.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr);
+  } while (rc < 0 && errno == EINTR);
+  const int connect_errno = errno;
+  (void)::fcntl(stream.get(), F_SETFL, flags);
+  if (rc < 0) {
+    if (connect_errno == EAGAIN)
+      return refuse(failure(errc::backlog_full,
+                            fmt::format("the VMM's vsock socket {} is not taking connections "
+                                        "(its backlog is full)",
+                                        vmm_socket_)));
+    if (connect_errno == EISCONN)
+      return refuse(failure(errc::invalid_argument, "the socket is already connected"));
+    return refuse(failure(errc::connection_refused,
+                          fmt::format("the VMM's vsock socket {}: {} (is the VM running?)",
+                                      vmm_socket_, std::strerror(connect_errno))));
+  }
+  const std::string line = detail::hybrid_connect_line(guest_port);
+  if (::send(stream.get(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+      static_cast<ssize_t>(line.size()))
+    return refuse(failure(errc::connection_refused,
+                          fmt::format("the VMM's vsock socket {} took no CONNECT line: {}",
+                                      vmm_socket_, std::strerror(errno))));
+
+  const std::uint64_t id = next_id_++;
+  handshake h;
+  h.fd = std::move(stream);
+  h.port = guest_port;
+  h.done = std::move(done);
+  auto watched = loop_.watch(h.fd.get(), EPOLLIN, [this, id](std::uint32_t) { on_answer(id); });
+  if (!watched) return h.done(watched.error(), unique_fd());
+  h.watch = *watched;
+  auto timer = loop_.add_timer(handshake_timeout_, [this, id] {
+    auto it = handshakes_.find(id);
+    if (it == handshakes_.end()) return;
+    it->second.timer = 0;
+    finish(id, failure(errc::timed_out,
+                       fmt::format("VM \"{}\" did not answer CONNECT {} within {} ms", name_,
+                                   it->second.port, handshake_timeout_.count())));
+  });
+  if (!timer) {
+    loop_.unwatch(h.watch);
+    return h.done(timer.error(), unique_fd());
+  }
+  h.timer = *timer;
+  handshakes_.emplace(id, std::move(h));
+}
+
+void hybrid_vm::on_answer(std::uint64_t id) {
+  auto it = handshakes_.find(id);
+  if (it == handshakes_.end()) return;
+  handshake& h = it->second;
+  auto whole = detail::read_hybrid_line(h.fd.get(), h.line);
+  if (!whole) {
+    // A close without OK is how the VMM refuses (nothing listens there).
+    return finish(
+        id, failure(errc::connection_refused, fmt::format("VM \"{}\" refused port {} ({})", name_,
+                                                          h.port, whole.error().message())));
+  }
+  if (!*whole) return;
+  auto host_port = detail::parse_hybrid_ok(h.line);
+  if (!host_port)
+    return finish(id, failure(errc::protocol_error,
+                              fmt::format("VM \"{}\": the VMM answered CONNECT {} with a line that "
+                                          "is not \"OK <port>\"",
+                                          name_, h.port)));
+  finish(id, *host_port);
+}
+
+void hybrid_vm::finish(std::uint64_t id, result<std::uint32_t> outcome) {
+  auto it = handshakes_.find(id);
+  if (it == handshakes_.end()) return;
+  handshake h = std::move(it->second);
+  handshakes_.erase(it);
+  loop_.unwatch(h.watch);
+  if (h.timer != 0) loop_.cancel_timer(h.timer);
+  if (!outcome) h.fd.reset();
+  h.done(std::move(outcome), std::move(h.fd));
+}
+
+void hybrid_vm::set_ports(const std::set<std::uint32_t>& ports) {
+  for (auto it = listeners_.begin(); it != listeners_.end();)
+    it = ports.contains(it->first) ? std::next(it) : listeners_.erase(it);
+  for (std::uint32_t port : ports) {
+    if (listeners_.contains(port)) continue;
+    auto listener =
+        socket_listener::open(loop_, gate_, port_socket(port), SOCK_STREAM, sockets_,
+                              fmt::format("{}: guest port listener {}", name_, port_socket(port)),
+                              log_, [this, port](unique_fd stream) -> result<void> {
+                                gate_.release();  // handed on at once: not a client of ours
+          // A listener gets a blocking stream, as from any other connect.
+          const int flags = ::fcntl(stream.get(), F_GETFL);
+          (void)::fcntl(stream.get(), F_SETFL, flags & ~O_NONBLOCK);
+                                on_guest_connect_(port, std::move(stream));
+                                return {};
+                              });
+    if (!listener) {
+      log_(log_level::warning,
+           fmt::format("{}: cannot listen for the guest's connects to port {}: {}", name_, port,
+                       listener.error().message()));
+      continue;
+    }
+    listeners_.emplace(port, std::move(*listener));
+  }
+}
+
+std::set<std::uint32_t> hybrid_vm::ports() const {
+  std::set<std::uint32_t> out;
+  for (const auto& [port, l] : listeners_) out.insert(port);
+  return out;
+}
+
+}  // namespace hvsock::daemon
