@@ -143,16 +143,27 @@ void hybrid_vm::finish(std::uint64_t id, result<std::uint32_t> outcome) {
 void hybrid_vm::set_ports(const std::set<std::uint32_t>& ports) {
   for (auto it = listeners_.begin(); it != listeners_.end();)
     it = ports.contains(it->first) ? std::next(it) : listeners_.erase(it);
+  std::erase_if(foreign_ports_, [&](std::uint32_t port) { return !ports.contains(port); });
   for (std::uint32_t port : ports) {
     if (listeners_.contains(port)) continue;
+    // A host program may listen there itself (the VMM's users do): never
+    // take a live socket from it.
+    if (detail::connect_unix(port_socket(port), SOCK_STREAM)) {
+      if (!foreign_ports_.insert(port).second) continue;  // said already
+      log_(log_level::warning,
+           fmt::format("{}: another program listens at {}; the guest's connects to port {} go "
+                       "to it, not to hvsock listeners",
+                       name_, port_socket(port), port));
+      continue;
+    }
     auto listener =
         socket_listener::open(loop_, gate_, port_socket(port), SOCK_STREAM, sockets_,
                               fmt::format("{}: guest port listener {}", name_, port_socket(port)),
                               log_, [this, port](unique_fd stream) -> result<void> {
                                 gate_.release();  // handed on at once: not a client of ours
-          // A listener gets a blocking stream, as from any other connect.
-          const int flags = ::fcntl(stream.get(), F_GETFL);
-          (void)::fcntl(stream.get(), F_SETFL, flags & ~O_NONBLOCK);
+                                // A listener gets a blocking stream, as from any other connect.
+                                const int flags = ::fcntl(stream.get(), F_GETFL);
+                                (void)::fcntl(stream.get(), F_SETFL, flags & ~O_NONBLOCK);
                                 on_guest_connect_(port, std::move(stream));
                                 return {};
                               });

@@ -86,6 +86,7 @@ class hybrid_vm {
   std::unordered_map<std::uint64_t, handshake> handshakes_;
   std::uint64_t next_id_ = 1;
   std::map<std::uint32_t, std::unique_ptr<socket_listener>> listeners_;
+  std::set<std::uint32_t> foreign_ports_;  // another program listens there (logged once)
 };
 
 }  // namespace hvsock::daemon

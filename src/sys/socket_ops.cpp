@@ -53,6 +53,10 @@ result<unique_fd> listen_unix(const std::string& path, int type,
   if (!addr) return addr.error();
   unique_fd fd(::socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return make_system_error(errno, "socket(AF_UNIX)");
+  // Only a stale socket is replaced: another kind of file there is not ours.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode))
+    return failure(errc::address_in_use, path + " exists and is not a socket; not replacing it");
   if (::unlink(path.c_str()) < 0 && errno != ENOENT)
     return make_system_error(errno, "remove stale " + path);
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) < 0)

@@ -36,9 +36,9 @@ struct socket_file_options {
 };
 
 // A non-blocking, CLOEXEC AF_UNIX socket of `type` listening at `path`
-// (an existing file there is replaced: the caller has made sure it is
-// stale). Mode and owner are set before listen(), so nobody connects while
-// the file has the umask's mode. On failure no socket file is left behind.
+// (an existing socket file there is replaced: the caller has made sure it
+// is stale; any other file there is errc::address_in_use). Mode and owner are set before listen(),
+// so nobody connects while the file has the umask's mode. On failure no socket file is left behind.
 result<unique_fd> listen_unix(const std::string& path, int type,
                               const socket_file_options& options);
 

@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <future>
 #include <optional>
 #include <string>
@@ -300,6 +301,10 @@ TEST(HybridVsockVm, ASecondSwitchReachesTheGuestThroughItsHybridSocketBothWays) 
   // Its guest-port listeners follow the registry, and go with the VM.
   struct stat st {};
   EXPECT_EQ(::stat((vmm_socket + "_5400").c_str(), &st), 0);
+  a.cli_ok({"service", "disable", service_id_from_port(5400).to_string(), "--vm", "fcvm"});
+  EXPECT_NE(::stat((vmm_socket + "_5400").c_str(), &st), 0) << "disabled for the VM";
+  a.cli_ok({"service", "enable", service_id_from_port(5400).to_string(), "--vm", "fcvm"});
+  EXPECT_EQ(::stat((vmm_socket + "_5400").c_str(), &st), 0) << "enabled again";
   a.cli_ok({"service", "remove", service_id_from_port(5400).to_string()});
   EXPECT_NE(::stat((vmm_socket + "_5400").c_str(), &st), 0);
   EXPECT_EQ(::stat((vmm_socket + "_5200").c_str(), &st), 0);
@@ -326,6 +331,19 @@ TEST(HybridVsockVm, AMissingVmmSocketIsShownAndRefusedClearly) {
   EXPECT_NE(
       a.cli({"vm", "create", "long", "--hybrid-vsock", "/" + std::string(100, 'x')}).status.code,
       0);
+  // A program's own listener at <socket>_<port>, or another file, is never
+  // replaced; the registered port the file is in the way of is left out.
+  const std::string vmm = a.root() + "/vmm.sock";
+  unique_fd theirs = unix_listen(vmm + "_5200");
+  { std::ofstream(vmm + "_5201") << "not a socket"; }
+  a.register_service("svc 5201", service_id_from_port(5201).to_string());
+  a.cli_ok({"vm", "create", "crowded", "--hybrid-vsock", vmm});
+  EXPECT_TRUE(a.daemon().wait_for_stderr("another program listens at " + vmm + "_5200", 5s));
+  EXPECT_TRUE(a.daemon().wait_for_stderr("exists and is not a socket", 5s));
+  ASSERT_TRUE(readable(theirs.get(), 5s));  // the liveness probe, nothing more
+  unique_fd probe(::accept4(theirs.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  EXPECT_TRUE(probe);
+  EXPECT_EQ(std::ifstream(vmm + "_5201").get(), 'n');
   // Kept across a restart of hvsockd.
   a.stop_daemon();
   a.start_daemon();
