@@ -203,9 +203,7 @@ json management_server::describe(const partition& p) const {
            {"kind", std::string(to_string(p.kind))},
            {"parent", parent != nullptr ? json(parent->name) : json(nullptr)},
            {"cid", p.cid},
-           {"backend", p.qemu                    ? "qemu"
-                       : !p.hybrid_vsock.empty() ? "hybrid"
-                                                 : "emulated"}};
+           {"backend", std::string(p.backend())}};
   if (!p.hybrid_vsock.empty()) {
     // Its VMM has the guest; hvsockd reaches it through the VMM's socket.
     out["control_socket"] = nullptr;
@@ -443,7 +441,7 @@ json management_server::stats_report() {
     json entry{{"name", p->name},
                {"id", p->id.to_string()},
                {"kind", std::string(to_string(p->kind))},
-               {"backend", p->qemu ? "qemu" : "emulated"}};
+               {"backend", std::string(p->backend())}};
     if (p->qemu) entry["guest_attached"] = ctx_.control.guest_attached(p->name);
     entry["connections"] = json{{"outbound", counts.outbound}, {"inbound", counts.inbound}};
     partitions.push_back(std::move(entry));

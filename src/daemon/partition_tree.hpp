@@ -51,6 +51,10 @@ struct partition {
   // Whether the partition's own kernel has its listeners (a QEMU guest or a
   // hybrid vsock VM), so connections to it go to a vsock port there.
   bool has_own_kernel() const { return qemu || !hybrid_vsock.empty(); }
+  // "emulated", "qemu" or "hybrid": how the switch reaches the partition.
+  std::string_view backend() const {
+    return qemu ? "qemu" : !hybrid_vsock.empty() ? "hybrid" : "emulated";
+  }
 };
 
 // What a caller asks for; unset id/cid are chosen by the tree.

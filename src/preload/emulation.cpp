@@ -329,14 +329,6 @@ int emulated_listen(int fd, emulated_socket& s, int backlog) {
   return 0;
 }
 
-// hvsockd closed the listener's control connection: it was stopped or
-// restarted, and the address is free again. Listens again on the same
-// address and backlog, as libhvsock's listen_options::relisten does, so a
-// server under the shim serves again by itself. A blocking accept waits
-// for hvsockd to come back; a non-blocking one tries once and says EAGAIN.
-// Without this every accept would fail at once, and servers that retry
-// (socat) would spin. `seen` is the generation the caller's read saw EOF
-// on: another thread may have listened again meanwhile.
 // One attempt of listen_again: 0 once listening again (or another thread
 // did), EAGAIN while hvsockd is not back, else the errno that ends it.
 int try_listen_again(int fd, emulated_socket& s, std::uint64_t seen) {
@@ -361,20 +353,39 @@ int try_listen_again(int fd, emulated_socket& s, std::uint64_t seen) {
   return err;
 }
 
+// hvsockd closed the listener's control connection: it was stopped or
+// restarted, and the address is free again. Listens again on the same
+// address and backlog, as libhvsock's listen_options::relisten does, so a
+// server under the shim serves again by itself. While hvsockd is away a
+// blocking accept pauses (20 ms doubling to 500 ms) and says EINTR; a
+// non-blocking one says EAGAIN. Without this every accept would fail at
+// once, and servers that retry (socat) would spin. `seen` is the generation
+// the caller's read saw EOF on: another thread may have listened again
+// meanwhile.
 int listen_again(int fd, emulated_socket& s, std::uint64_t seen, bool blocking) {
-  auto delay = 20ms;
-  bool said = false;
-  for (;;) {
-    const int err = try_listen_again(fd, s, seen);
-    if (err == 0 && said)
-      std::fprintf(stderr, "hvsock-preload: hvsockd is back; listening again\n");
-    if (err != EAGAIN || !blocking) return err;
-    if (!std::exchange(said, true))
+  const int err = try_listen_again(fd, s, seen);
+  std::chrono::milliseconds pause{};
+  {
+    std::lock_guard guard(s.lock);
+    if (err != EAGAIN) {
+      if (err == 0 && std::exchange(s.relisten_said, false))
+        std::fprintf(stderr, "hvsock-preload: hvsockd is back; listening again\n");
+      s.relisten_delay_ms = 0;
+      return err;
+    }
+    if (!blocking) return EAGAIN;
+    if (!std::exchange(s.relisten_said, true))
       std::fprintf(stderr, "hvsock-preload: hvsockd went away; a listener waits for it\n");
-    const timespec pause{0, std::chrono::nanoseconds(delay).count()};
-    if (::nanosleep(&pause, nullptr) < 0) return EINTR;
-    delay = std::min(delay * 2, std::chrono::milliseconds(500));
+    s.relisten_delay_ms = std::clamp<std::uint32_t>(s.relisten_delay_ms * 2, 20, 500);
+    pause = std::chrono::milliseconds(s.relisten_delay_ms);
   }
+  // One pause per call, then EINTR: the program's own loop runs between
+  // tries, so a signal it handled meanwhile is never lost in a wait of ours
+  // (socat acts on SIGTERM only once accept returns). Programs retry accept
+  // on EINTR.
+  const timespec ts{0, std::chrono::nanoseconds(pause).count()};
+  (void)::nanosleep(&ts, nullptr);
+  return EINTR;
 }
 
 int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, int flags) {

@@ -51,9 +51,13 @@ struct emulated_socket {
   int reservation = -1;  // bound, not yet listening: the control connection holding the address
   std::uint32_t backlog = 0;  // listening: as sent to hvsockd, to listen again after a restart
   std::uint64_t listen_generation = 0;  // listening: bumped each time it listens again
-  bool shut_down = false;               // shutdown() was called (getpeername then says ENOTCONN)
-  int pending_error = 0;                // a non-blocking connect's refusal, for SO_ERROR
-  timeval connect_timeout{2, 0};        // vsock's default
+  // While hvsockd is away: the next pause before trying again, and whether
+  // that was said on stderr.
+  std::uint32_t relisten_delay_ms = 0;
+  bool relisten_said = false;
+  bool shut_down = false;         // shutdown() was called (getpeername then says ENOTCONN)
+  int pending_error = 0;          // a non-blocking connect's refusal, for SO_ERROR
+  timeval connect_timeout{2, 0};  // vsock's default
   std::uint64_t buffer_size = 262144, buffer_min = 128, buffer_max = 262144;
 };
 
