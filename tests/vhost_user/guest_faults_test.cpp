@@ -27,6 +27,8 @@
 #include "guest_stream.hpp"
 #include "switch_fixture.hpp"
 
+#include "fnv1a.h"
+
 namespace hvsock::test {
 namespace {
 
@@ -41,15 +43,7 @@ constexpr std::size_t transfer_bytes = 64u << 20;
 #endif
 constexpr std::uint32_t sink_port = 5000;
 
-// FNV-1a over a byte stream, and its length.
-struct checksum {
-  std::uint64_t h = 1469598103934665603ull;
-  std::size_t n = 0;
-  void add(std::span<const std::byte> b) {
-    for (auto c : b) h = (h ^ static_cast<std::uint8_t>(c)) * 1099511628211ull;
-    n += b.size();
-  }
-};
+using checksum = fnv_checksum;
 
 // The bytes guest b sends: a deterministic stream, generated in chunks.
 class pattern_source {

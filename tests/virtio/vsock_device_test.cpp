@@ -27,6 +27,8 @@
 
 #include "fake_driver.hpp"
 
+#include "fnv1a.h"
+
 namespace hvsock::virtio {
 namespace {
 
@@ -36,16 +38,7 @@ using testing::fake_driver;
 constexpr std::uint64_t guest_cid = 3;
 constexpr std::uint16_t op(vsock_op o) { return static_cast<std::uint16_t>(o); }
 
-// FNV-1a, enough to compare streams.
-struct checksum {
-  std::uint64_t h = 1469598103934665603ull;
-  std::size_t n = 0;
-  void add(std::span<const std::byte> b) {
-    for (auto c : b) h = (h ^ static_cast<std::uint8_t>(c)) * 1099511628211ull;
-    n += b.size();
-  }
-  bool operator==(const checksum&) const = default;
-};
+using checksum = fnv_checksum;
 
 std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   std::vector<std::byte> v(n);
