@@ -27,7 +27,7 @@ std::string hybrid_connect_line(std::uint32_t port);
 // "OK <host port>\n"
 std::string hybrid_ok_line(std::uint32_t host_port);
 
-// A line without its '\n'. As Firecracker reads them: a keyword and a
+// A line without its '\n': a keyword and a
 // decimal port separated by blanks (spaces or tabs), blanks and one '\r'
 // at the end tolerated; anything else (another keyword, a sign, a port
 // over 2^32-1, a third word) is nullopt.

@@ -4,7 +4,7 @@
 # socket a Firecracker-style partition (`vm create --hybrid-vsock`). With
 # the guest's raw_vsock_peer echoing on port 7000:
 #   - socat typing "CONNECT 7000" into B's hybrid socket gets "OK <port>"
-#     and its bytes echoed;
+#     and its bytes echoed; an unregistered port and garbage get nothing;
 #   - A's `hvsock connect fcvm 7000` and an unmodified socat under A's
 #     preload shim (VSOCK-CONNECT:<the VM's CID>:7000) get 1 MiB echoed,
 #     compared with cmp;
@@ -69,6 +69,15 @@ head -n1 "$work/typed.out" | grep -qE '^OK [0-9]+$' ||
 [[ "$(sed -n 2p "$work/typed.out")" == "typed through the hybrid socket" ]] ||
   fail "the guest's echo did not come back: $(cat "$work/typed.out")"
 ok "socat typed CONNECT 7000: '$(head -n1 "$work/typed.out")', then the echo"
+# A port B has not registered, and garbage: closed without a byte.
+for line in 'CONNECT 7999' 'HELLO'; do
+  printf '%s\n' "$line" | timeout 60 socat -t 10 - "UNIX-CONNECT:$hybrid" >"$work/refused.out" \
+    2>/dev/null || true
+  [[ ! -s "$work/refused.out" ]] || fail "'$line' got an answer: $(cat "$work/refused.out")"
+done
+grep -q 'closed a connection: expected "CONNECT <port>", got "HELLO"' "$work/hvsockd.log" ||
+  fail "switch B did not log the garbage line: $(tail -3 "$work/hvsockd.log")"
+ok "socat typing CONNECT 7999 (not registered) and HELLO: closed without an answer"
 
 # 2. and 3. Switch A's host, by name and under the shim by CID.
 head -c 1048576 /dev/urandom >"$work/mib.in"

@@ -184,7 +184,7 @@ TEST_F(HybridVsock, RefusalsAndGarbageCloseWithoutOkAndTheSocketServesOn) {
   }
   EXPECT_TRUE(sw.daemon().wait_for_stderr("no CONNECT line within 5000 ms", 5s))
       << sw.daemon().err();
-  // Blanks and a '\r' are tolerated, as Firecracker's reader does.
+  // Blanks and a '\r' are tolerated (clients written for Windows line ends).
   unique_fd host = unix_connect(hybrid);
   send_all(host.get(), "CONNECT\t 5200 \r\n");
   auto s = guest_stream::accept(*guest, 5200, 10s);
