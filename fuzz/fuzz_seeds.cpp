@@ -46,9 +46,11 @@ constexpr std::size_t host = 0, web = 1, box = 2, lone = 3;
 
 service_id port(std::uint32_t p) { return service_id_from_port(p); }
 
-bytes connect_to(const vm_id& vm, const service_id& service) {
+bytes connect_to(const vm_id& vm, const service_id& service,
+                 socket_type type = socket_type::stream) {
   auto m = wire::make<wire::connect_request>(wire::message_type::connect_request);
   m.target = wire::to_raw(endpoint{vm, service});
+  m.socket_type = wire::to_wire(type);
   const auto b = wire::as_bytes(m);
   return {b.begin(), b.end()};
 }
@@ -64,10 +66,12 @@ bytes connect_socket_to(const vm_id& vm, const service_id& service, std::uint32_
   return {b.begin(), b.end()};
 }
 
-bytes bind_to(const vm_id& vm, const service_id& service, std::uint32_t backlog) {
+bytes bind_to(const vm_id& vm, const service_id& service, std::uint32_t backlog,
+              socket_type type = socket_type::stream) {
   auto m = wire::make<wire::bind_request>(wire::message_type::bind_request);
   m.local = wire::to_raw(endpoint{vm, service});
   m.backlog = backlog;
+  m.socket_type = wire::to_wire(type);
   const auto b = wire::as_bytes(m);
   return {b.begin(), b.end()};
 }
@@ -124,6 +128,17 @@ void write_all(const fs::path& dir) {
            .drain(0)
            .send(1, web, connect_to(vm_id_parent, echo))
            .drain(0)
+           .send(0, host, accepted())
+           .drain(1)
+           .out);
+  save(dir, "connect-seqpacket-and-mismatch",
+       script{}
+           .send(0, host, bind_to(vm_id_wildcard, echo, 4, socket_type::seqpacket))
+           .drain(0)
+           .send(1, web, connect_to(vm_id_parent, echo, socket_type::seqpacket))
+           .drain(0)
+           .send(2, web, connect_to(vm_id_parent, echo))
+           .drain(2)
            .send(0, host, accepted())
            .drain(1)
            .out);

@@ -35,6 +35,7 @@ enum class errc {
   not_connected,           // the operation needs a connected stream
   would_block,             // non-blocking operation could not complete now
   io_error,                // the operating system failed an operation (disk, memory)
+  message_too_long,        // a message larger than the socket can carry whole
 };
 
 const std::error_category& hvsock_category() noexcept;

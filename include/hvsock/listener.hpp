@@ -21,6 +21,7 @@
 
 #include <hvsock/endpoint.hpp>
 #include <hvsock/result.hpp>
+#include <hvsock/socket_type.hpp>
 #include <hvsock/stream.hpp>
 #include <hvsock/unique_fd.hpp>
 
@@ -77,7 +78,8 @@ struct listen_options {
 class listener {
  public:
   listener() = default;
-  listener(unique_fd fd, endpoint local, std::shared_ptr<const detail::transport> transport);
+  listener(unique_fd fd, endpoint local, std::shared_ptr<const detail::transport> transport,
+           socket_type type = socket_type::stream);
   listener(listener&&) noexcept;
   listener& operator=(listener&&) noexcept;
   ~listener();
@@ -107,8 +109,13 @@ class listener {
   bool is_open() const noexcept { return fd_.valid() || relisten_ != nullptr; }
   int native_handle() const noexcept { return fd_.get(); }
   const endpoint& local_endpoint() const noexcept { return local_; }
+  // stream for listeners made by listen(); message_listener's are seqpacket.
+  socket_type type() const noexcept { return type_; }
 
  private:
+  friend class message_listener;
+  static result<listener> listen(const endpoint& local, const listen_options& options,
+                                 socket_type type);
   struct relisten_state;
   result<stream> accept_relistening(std::optional<std::chrono::milliseconds> timeout);
   bool try_relisten();
@@ -116,6 +123,7 @@ class listener {
   unique_fd fd_;
   endpoint local_{};
   std::shared_ptr<const detail::transport> transport_;
+  socket_type type_ = socket_type::stream;
   std::unique_ptr<relisten_state> relisten_;  // set with listen_options::relisten
 };
 

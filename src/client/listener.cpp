@@ -27,17 +27,23 @@ struct listener::relisten_state {
   }
 };
 
-listener::listener(unique_fd fd, endpoint local, std::shared_ptr<const detail::transport> transport)
-    : fd_(std::move(fd)), local_(local), transport_(std::move(transport)) {}
+listener::listener(unique_fd fd, endpoint local, std::shared_ptr<const detail::transport> transport,
+                   socket_type type)
+    : fd_(std::move(fd)), local_(local), transport_(std::move(transport)), type_(type) {}
 
 listener::listener(listener&&) noexcept = default;
 listener& listener::operator=(listener&&) noexcept = default;
 listener::~listener() = default;
 
 result<listener> listener::listen(const endpoint& local, const listen_options& options) {
+  return listen(local, options, socket_type::stream);
+}
+
+result<listener> listener::listen(const endpoint& local, const listen_options& options,
+                                  socket_type type) {
   auto transport = detail::select_transport(options.control_socket);
   if (!transport) return transport.error().with_context("listen " + local.to_string());
-  auto made = (*transport)->listen(local, options.backlog);
+  auto made = (*transport)->listen(local, options.backlog, type);
   if (made && options.relisten) {
     auto state = std::make_unique<relisten_state>();
     state->requested = local;
@@ -88,7 +94,7 @@ result<stream> listener::accept_relistening(std::optional<std::chrono::milliseco
 
 bool listener::try_relisten() {
   auto& r = *relisten_;
-  auto again = transport_->listen(r.requested, r.backlog);
+  auto again = transport_->listen(r.requested, r.backlog, type_);
   if (again && r.non_blocking) {
     if (auto set = detail::set_non_blocking(again->native_handle(), true); !set)
       again = set.error().with_context("listen " + r.requested.to_string());

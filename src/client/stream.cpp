@@ -18,7 +18,7 @@ stream::stream(unique_fd fd, endpoint local, endpoint peer)
 result<stream> stream::connect(const endpoint& target, const connect_options& options) {
   auto transport = detail::select_transport(options.control_socket);
   if (!transport) return transport.error().with_context("connect " + target.to_string());
-  return (*transport)->connect(target, options.timeout);
+  return (*transport)->connect(target, options.timeout, socket_type::stream);
 }
 
 std::string stream::describe() const { return peer_.to_string(); }

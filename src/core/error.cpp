@@ -34,6 +34,7 @@ class category final : public std::error_category {
       case errc::not_connected: return "not connected";
       case errc::would_block: return "operation would block";
       case errc::io_error: return "input/output error";
+      case errc::message_too_long: return "message too long";
     }
     return "unknown hvsock error " + std::to_string(value);
   }
@@ -62,6 +63,7 @@ class category final : public std::error_category {
       case errc::not_connected: return std::errc::not_connected;
       case errc::would_block: return std::errc::operation_would_block;
       case errc::io_error: return std::errc::io_error;
+      case errc::message_too_long: return std::errc::message_size;
     }
     return std::error_condition(value, *this);
   }

@@ -19,6 +19,8 @@ namespace wire = detail::wire;
 
 void control_server::handle_connect(client& c, const wire::connect_request& request) {
   const endpoint target = wire::from_raw(request.target);
+  const auto type = wire::socket_type_from_wire(request.socket_type);
+  if (!type) return protocol_error(c, "connect_request with an unknown socket type");
   const partition* source = partitions_.find(c.partition);
   if (source == nullptr) {  // cannot happen: removal closes clients
     close_client(c.id);
@@ -27,6 +29,8 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
   auto decision = route(*source, target);
   if (!decision) return refuse(c, decision.error());
   unique_fd connector_end;
+  if (decision->guest_port && *type == socket_type::seqpacket)
+    return refuse_seqpacket_into_vm(c, *source, target, *decision);
   if (decision->guest_port && hybrid_vms_.contains(decision->target_name))
     return connect_into_hybrid_vm(c, *source, target, *decision, unique_fd());
   if (decision->guest_port) {
@@ -41,14 +45,18 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
                               std::move(connector_end));
   }
   const endpoint connector_local{source->id, service_id_from_port(next_ephemeral_port(c))};
-  auto queued = hand_to_listener(*source, target, *decision, connector_local,
-                                 [&]() { return make_stream_pair(connector_end); });
+  auto queued = hand_to_listener(*source, target, *decision, connector_local, *type, [&]() {
+    return *type == socket_type::seqpacket ? make_seqpacket_pair(connector_end)
+                                           : make_stream_pair(connector_end);
+  });
   if (!queued) return refuse(c, queued.error());
   reply_connected(c, *source, target, connector_local, *decision, connector_end.get());
 }
 
 void control_server::handle_connect_socket(client& c, const wire::connect_socket_request& request,
                                            unique_fd socket) {
+  const auto type = wire::socket_type_from_wire(request.socket_type);
+  if (!type) return protocol_error(c, "connect_socket_request with an unknown socket type");
   const partition* source = partitions_.find(c.partition);
   if (source == nullptr) {  // cannot happen: removal closes clients
     close_client(c.id);
@@ -69,10 +77,12 @@ void control_server::handle_connect_socket(client& c, const wire::connect_socket
       (request.flags & wire::local_port_given) ? request.local_port : next_ephemeral_port(c);
   const endpoint connector_local{source->id, service_id_from_port(port)};
   auto connect_socket = [&]() -> result<unique_fd> {
-    auto b = socket_broker_for_clients();
+    auto b = socket_broker_for_clients(*type);
     if (!b) return b.error();
     return (*b)->connect(socket.get());
   };
+  if (decision->guest_port && *type == socket_type::seqpacket)
+    return refuse_seqpacket_into_vm(c, *source, target, *decision);
   if (decision->guest_port && hybrid_vms_.contains(decision->target_name))
     return connect_into_hybrid_vm(c, *source, target, *decision, std::move(socket));
   if (decision->guest_port) {
@@ -83,7 +93,8 @@ void control_server::handle_connect_socket(client& c, const wire::connect_socket
     }
     return connect_into_guest(c, *source, target, *decision, std::move(*device_end), unique_fd());
   }
-  auto queued = hand_to_listener(*source, target, *decision, connector_local, connect_socket);
+  auto queued =
+      hand_to_listener(*source, target, *decision, connector_local, *type, connect_socket);
   if (!queued) return refuse(c, queued.error());
   reply_connected(c, *source, target, connector_local, *decision, -1);
 }
@@ -96,7 +107,8 @@ result<route_decision> control_server::route(const partition& source, const endp
 
 result<void> control_server::hand_to_listener(
     const partition& source, const endpoint& target, const route_decision& decision,
-    const endpoint& connector_local, const std::function<result<unique_fd>()>& open_stream) {
+    const endpoint& connector_local, socket_type type,
+    const std::function<result<unique_fd>()>& open_stream) {
   auto refused = [&](failure why) -> result<void> {
     count_refusal(source.name, target, why);
     return why;
@@ -119,6 +131,11 @@ result<void> control_server::hand_to_listener(
     return refused(failure(errc::connection_refused,
                            fmt::format("the socket bound to {} in \"{}\" is not listening",
                                        listener.bound.to_string(), decision.target_name)));
+  if (listener.type != type)
+    return refused(failure(errc::connection_refused,
+                           fmt::format("the listener {} in \"{}\" takes {} connections, not {}",
+                                       listener.bound.to_string(), decision.target_name,
+                                       to_string(listener.type), to_string(type))));
   if (listener.pending >= listener.backlog)
     return refused(
         failure(errc::backlog_full,
@@ -158,7 +175,7 @@ result<void> control_server::hand_to_listener(
                            fmt::format("the listener in \"{}\" went away", target_name)));
   }
   ++listener.pending;
-  counters_.record_accepted(target.service, inode_of(listener_end->get()), 0);
+  counters_.record_accepted(target.service, inode_of(listener_end->get()), 0, type);
   partition_counters_.record_connection(source.name, decision.target_name);
   if (options_.log_connections)
     log_(log_level::debug,
@@ -194,13 +211,27 @@ std::uint32_t control_server::next_ephemeral_port(const client& c) {
   return port;
 }
 
-result<socket_broker*> control_server::socket_broker_for_clients() {
-  if (!socket_broker_) {
-    auto opened = socket_broker::open(options_.runtime_dir + "/broker.sock");
+result<socket_broker*> control_server::socket_broker_for_clients(socket_type type) {
+  const bool seqpacket = type == socket_type::seqpacket;
+  std::optional<socket_broker>& broker = seqpacket ? seqpacket_broker_ : socket_broker_;
+  if (!broker) {
+    auto opened = socket_broker::open(
+        options_.runtime_dir + (seqpacket ? "/broker-seqpacket.sock" : "/broker.sock"), type);
     if (!opened) return opened.error();
-    socket_broker_.emplace(std::move(*opened));
+    broker.emplace(std::move(*opened));
   }
-  return &*socket_broker_;
+  return &*broker;
+}
+
+void control_server::refuse_seqpacket_into_vm(client& c, const partition& source,
+                                              const endpoint& target,
+                                              const route_decision& decision) {
+  const failure why(errc::connection_refused,
+                    fmt::format("\"{}\" takes stream connections only: its vsock device "
+                                "does not carry SOCK_SEQPACKET",
+                                decision.target_name));
+  count_refusal(source.name, target, why);
+  refuse(c, why);
 }
 
 result<unique_fd> control_server::make_stream_pair(unique_fd& other_end) {
@@ -209,6 +240,21 @@ result<unique_fd> control_server::make_stream_pair(unique_fd& other_end) {
     return make_system_error(errno, "the switch could not create a stream");
   other_end.reset(ends[1]);
   return unique_fd(ends[0]);
+}
+
+result<unique_fd> control_server::make_seqpacket_pair(unique_fd& other_end) {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) < 0)
+    return make_system_error(errno, "the switch could not create a seqpacket connection");
+  other_end.reset(ends[1]);
+  unique_fd end(ends[0]);
+  // Linux doubles the value and refuses a message over that less 32 bytes.
+  const int wanted = (seqpacket_message_size + 4096) / 2;
+  for (int fd : {end.get(), other_end.get()}) {
+    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &wanted, sizeof wanted) < 0)
+      (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &wanted, sizeof wanted);
+  }
+  return end;
 }
 
 ino_t control_server::inode_of(int fd) {

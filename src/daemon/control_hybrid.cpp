@@ -196,7 +196,7 @@ void control_server::connect_from_hybrid_vm(const std::string& vm_name, std::uin
   next_hybrid_peer_port_ =
       next_hybrid_peer_port_ == 0xffffffffu ? first_ephemeral_port : next_hybrid_peer_port_ + 1;
   (void)hand_to_listener(*source, target, *decision,
-                         endpoint{source->id, service_id_from_port(peer_port)},
+                         endpoint{source->id, service_id_from_port(peer_port)}, socket_type::stream,
                          [&]() -> result<unique_fd> { return std::move(stream); });
 }
 

@@ -36,6 +36,8 @@ void size_send_buffer(int fd, std::uint32_t backlog) {
 
 void control_server::handle_bind(client& c, const wire::bind_request& request) {
   const endpoint local = wire::from_raw(request.local);
+  const auto type = wire::socket_type_from_wire(request.socket_type);
+  if (!type) return protocol_error(c, "bind_request with an unknown socket type");
   const partition* p = partitions_.find(c.partition);
   if (p == nullptr) {
     close_client(c.id);
@@ -59,6 +61,7 @@ void control_server::handle_bind(client& c, const wire::bind_request& request) {
     return;
   }
   c.listening = true;
+  c.type = *type;
   c.bound = local;
   c.backlog = request.backlog;
   size_send_buffer(c.fd.get(), c.backlog);
@@ -98,8 +101,9 @@ void control_server::log_listening(const client& c) {
     log_(log_level::info,
          fmt::format("{}: bound {}{} (not listening yet)", c.partition, c.bound.to_string(), name));
   else
-    log_(log_level::info, fmt::format("{}: listening on {}{} (backlog {})", c.partition,
-                                      c.bound.to_string(), name, c.backlog));
+    log_(log_level::info,
+         fmt::format("{}: listening on {}{} ({}backlog {})", c.partition, c.bound.to_string(), name,
+                     c.type == socket_type::seqpacket ? "seqpacket, " : "", c.backlog));
 }
 
 void control_server::handle_listener_message(client& c, wire::message_type type,

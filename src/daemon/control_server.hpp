@@ -92,6 +92,10 @@ class control_server {
  public:
   // Ports of connectors' ephemeral service ids: from here up, wrapping.
   static constexpr std::uint32_t first_ephemeral_port = 0x80000000;
+  // The largest message a brokered seqpacket pair should carry whole: 1 MiB,
+  // four times Linux vsock's default buffer. Reached with SO_SNDBUFFORCE
+  // (CAP_NET_ADMIN); without it net.core.wmem_max caps it.
+  static constexpr int seqpacket_message_size = 1 << 20;
 
   struct options {
     std::string runtime_dir;
@@ -167,6 +171,7 @@ class control_server {
     // Closes the client unless its first message comes first (0 once it has).
     event_loop::timer_id first_message_timer = 0;
     bool listening = false;
+    socket_type type = socket_type::stream;  // a listener's: what it accepts
     endpoint bound{};
     std::uint32_t backlog = 0;
     std::uint32_t pending = 0;  // incoming sent, accepted not yet received
@@ -206,10 +211,12 @@ class control_server {
   // Routes a connect from `source` to `target`; a refusal is counted and
   // logged here, as is every refusal below.
   result<route_decision> route(const partition& source, const endpoint& target);
-  // Checks that the decision's listener takes a connection now, then gets
-  // the listener's end of the new stream from `open_stream` and queues it.
+  // Checks that the decision's listener takes a connection of `type` now,
+  // then gets the listener's end of the new connection from `open_stream`
+  // and queues it.
   result<void> hand_to_listener(const partition& source, const endpoint& target,
                                 const route_decision& decision, const endpoint& connector_local,
+                                socket_type type,
                                 const std::function<result<unique_fd>()>& open_stream);
   // Sends the connector its success reply (with `connector_end` if >= 0)
   // and closes its control connection.
@@ -217,9 +224,15 @@ class control_server {
                        const endpoint& connector_local, const route_decision& decision,
                        int connector_end);
   std::uint32_t next_ephemeral_port(const client& c);
-  result<socket_broker*> socket_broker_for_clients();
+  result<socket_broker*> socket_broker_for_clients(socket_type type);
   // A new AF_UNIX stream pair: returns one end, puts the other in `other_end`.
   static result<unique_fd> make_stream_pair(unique_fd& other_end);
+  // A new AF_UNIX seqpacket pair, both ends sized for seqpacket_message_size.
+  static result<unique_fd> make_seqpacket_pair(unique_fd& other_end);
+  // A seqpacket connect into a VM whose listeners are in its own kernel (a
+  // QEMU guest, a hybrid vsock VM): refused, counted and logged.
+  void refuse_seqpacket_into_vm(client& c, const partition& source, const endpoint& target,
+                                const route_decision& decision);
   // The socket inode the counters know a stream end by (0 if unknown).
   static ino_t inode_of(int fd);
 
@@ -305,7 +318,9 @@ class control_server {
   // QEMU guests with a QMP socket; after guests_, so destroyed first.
   std::map<std::string, std::unique_ptr<qemu_replug>, std::less<>> replugs_;
   std::unordered_map<std::uint64_t, client> clients_;
-  std::optional<socket_broker> socket_broker_;  // opened at the first connect_socket_request
+  // Opened at the first connect_socket_request of each type.
+  std::optional<socket_broker> socket_broker_;
+  std::optional<socket_broker> seqpacket_broker_;
   std::uint64_t next_client_id_ = 1;
   log_limiter refusal_log_;
   log_limiter silent_log_;  // the silent clients closed

@@ -427,6 +427,7 @@ json management_server::stats_report() {
     services.push_back(json{{"id", s->id.to_string()},
                             {"name", s->name},
                             {"accepted", st.accepted},
+                            {"accepted_seqpacket", st.accepted_seqpacket},
                             {"active", st.active},
                             {"refused",
                              {{"disabled", st.refused_disabled},

@@ -33,9 +33,11 @@ refusal_reason refusal_reason_for(const std::error_code& code) {
 service_counters::service_counters(std::string proc_net_unix)
     : proc_net_unix_(std::move(proc_net_unix)) {}
 
-void service_counters::record_accepted(const service_id& service, ino_t a, ino_t b) {
+void service_counters::record_accepted(const service_id& service, ino_t a, ino_t b,
+                                       socket_type type) {
   service_stats& s = stats_[service];
   ++s.accepted;
+  if (type == socket_type::seqpacket) ++s.accepted_seqpacket;
   ++s.active;
   tracked_.push_back({service, a, b});
   if (tracked_.size() > max_tracked) {

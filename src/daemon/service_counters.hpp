@@ -24,6 +24,7 @@
 
 #include <hvsock/result.hpp>
 #include <hvsock/service_id.hpp>
+#include <hvsock/socket_type.hpp>
 
 namespace hvsock::daemon {
 
@@ -35,6 +36,7 @@ refusal_reason refusal_reason_for(const std::error_code& code);
 
 struct service_stats {
   std::uint64_t accepted = 0;
+  std::uint64_t accepted_seqpacket = 0;  // of `accepted`, those keeping message boundaries
   std::uint64_t active = 0;
   std::uint64_t refused_disabled = 0;
   std::uint64_t refused_no_listener = 0;
@@ -53,7 +55,8 @@ class service_counters {
   explicit service_counters(std::string proc_net_unix = "/proc/net/unix");
 
   // A brokered connection for `service` whose socketpair ends have inodes a, b.
-  void record_accepted(const service_id& service, ino_t a, ino_t b);
+  void record_accepted(const service_id& service, ino_t a, ino_t b,
+                       socket_type type = socket_type::stream);
   void record_refused(const service_id& service, refusal_reason reason);
   // A refusal for a service that is not registered (one aggregate count, so
   // unregistered GUIDs cannot grow the table).

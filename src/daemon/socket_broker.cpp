@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <utility>
 
@@ -23,28 +25,34 @@ int socket_option(int fd, int name) {
 // already, since an AF_UNIX connect completes at once.
 constexpr int max_strays = 16;
 
+int kernel_type(socket_type type) {
+  return type == socket_type::seqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
+}
+
 }  // namespace
 
-result<socket_broker> socket_broker::open(std::string path) {
-  auto fd = listen_unix(path, SOCK_STREAM, socket_file_options{});
+result<socket_broker> socket_broker::open(std::string path, socket_type type) {
+  auto fd = listen_unix(path, kernel_type(type), socket_file_options{});
   if (!fd) return fd.error().with_context("the socket broker");
-  return socket_broker(std::move(path), std::move(*fd));
+  return socket_broker(std::move(path), std::move(*fd), type);
 }
 
 socket_broker::~socket_broker() {
   if (fd_) ::unlink(path_.c_str());
 }
 
-result<void> socket_broker::check_client(int client) {
-  if (socket_option(client, SO_DOMAIN) != AF_UNIX || socket_option(client, SO_TYPE) != SOCK_STREAM)
-    return failure(errc::invalid_argument, "the attached fd is not an AF_UNIX stream socket");
+result<void> socket_broker::check_client(int client, socket_type type) {
+  if (socket_option(client, SO_DOMAIN) != AF_UNIX ||
+      socket_option(client, SO_TYPE) != kernel_type(type))
+    return failure(errc::invalid_argument,
+                   fmt::format("the attached fd is not an AF_UNIX {} socket", to_string(type)));
   if (socket_option(client, SO_ACCEPTCONN) != 0)
     return failure(errc::invalid_argument, "the attached socket is listening");
   return {};
 }
 
 result<unique_fd> socket_broker::connect(int client) {
-  if (auto ok = check_client(client); !ok) return ok.error();
+  if (auto ok = check_client(client, type_); !ok) return ok.error();
   auto addr = detail::unix_address(path_);
   if (!addr) return addr.error().with_context("the socket broker");
   int rc;

@@ -5,7 +5,9 @@
 // One control connection does one job:
 //   connect: client sends connect_request; daemon answers with a reply, and on
 //            success attaches the client's end of the new stream. The client
-//            then closes the control connection.
+//            then closes the control connection. A seqpacket connect gets
+//            an AF_UNIX SOCK_SEQPACKET pair, and only a seqpacket listener
+//            takes it (and the reverse).
 //   connect a socket: client sends connect_socket_request with its own
 //            unconnected AF_UNIX stream socket attached; on success the
 //            daemon has connected that very socket (so the client's fd keeps
@@ -47,11 +49,13 @@
 
 #include <hvsock/endpoint.hpp>
 #include <hvsock/error.hpp>
+#include <hvsock/socket_type.hpp>
 
 namespace hvsock::detail::wire {
 
 inline constexpr std::uint32_t magic = 0x4b535648;  // "HVSK"
-inline constexpr std::uint16_t version = 1;
+// 2: connect, connect-socket and bind requests carry a socket type.
+inline constexpr std::uint16_t version = 2;
 
 enum class message_type : std::uint16_t {
   connect_request = 1,
@@ -75,9 +79,25 @@ struct raw_endpoint {
   guid::bytes service;
 };
 
+// The socket type field of connect, connect-socket and bind requests. Zero,
+// what make() leaves, is a stream.
+inline constexpr std::uint32_t socket_type_stream = 0;
+inline constexpr std::uint32_t socket_type_seqpacket = 1;
+
+constexpr std::uint32_t to_wire(socket_type type) {
+  return type == socket_type::seqpacket ? socket_type_seqpacket : socket_type_stream;
+}
+// nullopt for a value no version of the protocol defines.
+constexpr std::optional<socket_type> socket_type_from_wire(std::uint32_t value) {
+  if (value == socket_type_stream) return socket_type::stream;
+  if (value == socket_type_seqpacket) return socket_type::seqpacket;
+  return std::nullopt;
+}
+
 struct connect_request {
   header head;
   raw_endpoint target;
+  std::uint32_t socket_type;  // socket_type_stream or socket_type_seqpacket
 };
 
 // Flags of connect_socket_request.
@@ -90,12 +110,14 @@ struct connect_socket_request {
   std::uint32_t target_cid;
   std::uint32_t local_port;
   std::uint32_t flags;
+  std::uint32_t socket_type;  // the attached socket's: stream or seqpacket
 };
 
 struct bind_request {
   header head;
   raw_endpoint local;
-  std::uint32_t backlog;  // 0: reserve the address, listen later (listen_request)
+  std::uint32_t backlog;      // 0: reserve the address, listen later (listen_request)
+  std::uint32_t socket_type;  // what it will accept: stream or seqpacket
 };
 
 struct listen_request {

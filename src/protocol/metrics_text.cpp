@@ -73,6 +73,12 @@ void render_services(std::string& out, const json& stats) {
       if (count_of(s, "accepted", value)) f.sample(service_labels(s), value);
   }
   {
+    family f(out, "hvsock_service_seqpacket_connections_accepted_total", "counter",
+             "Of the accepted connections, those of type seqpacket (message boundaries kept).");
+    for (const json& s : services)
+      if (count_of(s, "accepted_seqpacket", value)) f.sample(service_labels(s), value);
+  }
+  {
     family f(out, "hvsock_service_connections_refused_total", "counter",
              "Connections to the service that were refused, by reason (disabled, no_listener, "
              "backlog_full, unreachable, other).");

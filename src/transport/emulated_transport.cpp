@@ -26,12 +26,14 @@ class emulated_transport final : public transport {
 
   std::string_view name() const override { return "emulated"; }
 
-  result<stream> connect(const endpoint& target, std::chrono::milliseconds timeout) const override {
+  result<stream> connect(const endpoint& target, std::chrono::milliseconds timeout,
+                         socket_type type) const override {
     const std::string what = "connect " + target.to_string();
     auto control = open_control(control_socket_);
     if (!control) return control.error().with_context(what);
     auto request = wire::make<wire::connect_request>(wire::message_type::connect_request);
     request.target = wire::to_raw(target);
+    request.socket_type = wire::to_wire(type);
     if (auto sent = send_message(control->get(), wire::as_bytes(request)); !sent)
       return sent.error().with_context(what);
     auto answer = await_reply(control->get(), timeout, what);
@@ -41,7 +43,7 @@ class emulated_transport final : public transport {
     return stream(std::move(fd), wire::from_raw(reply.local), wire::from_raw(reply.peer));
   }
 
-  result<listener> listen(const endpoint& local, int backlog) const override {
+  result<listener> listen(const endpoint& local, int backlog, socket_type type) const override {
     const std::string what = "listen " + local.to_string();
     if (backlog < 1 || backlog > max_backlog)
       return failure(errc::invalid_argument,
@@ -51,11 +53,13 @@ class emulated_transport final : public transport {
     auto request = wire::make<wire::bind_request>(wire::message_type::bind_request);
     request.local = wire::to_raw(local);
     request.backlog = static_cast<std::uint32_t>(backlog);
+    request.socket_type = wire::to_wire(type);
     if (auto sent = send_message(control->get(), wire::as_bytes(request)); !sent)
       return sent.error().with_context(what);
     auto answer = await_reply(control->get(), bind_reply_timeout, what);
     if (!answer) return answer.error();
-    return listener(std::move(*control), wire::from_raw(answer->first.local), shared_from_this());
+    return listener(std::move(*control), wire::from_raw(answer->first.local), shared_from_this(),
+                    type);
   }
 
   result<stream> accept(int listener_fd, const endpoint& listener_local,

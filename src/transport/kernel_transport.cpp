@@ -35,6 +35,10 @@ failure connect_failure(int err, const std::string& what) {
   }
 }
 
+int kernel_type(socket_type type) {
+  return type == socket_type::seqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
+}
+
 // The peer CID a listener bound to `bound` accepts, or nullopt for any.
 std::optional<std::uint32_t> required_peer_cid(const vm_id& bound) {
   if (bound == vm_id_parent) return VMADDR_CID_HOST;
@@ -54,14 +58,15 @@ class kernel_transport final : public transport {
  public:
   std::string_view name() const override { return "kernel"; }
 
-  result<stream> connect(const endpoint& target, std::chrono::milliseconds timeout) const override {
+  result<stream> connect(const endpoint& target, std::chrono::milliseconds timeout,
+                         socket_type type) const override {
     const std::string what = "connect " + target.to_string();
     if (target.vm != vm_id_parent && target.vm != vm_id_loopback)
       return failure(errc::network_unreachable,
                      what + ": inside a guest only PARENT and LOOPBACK can be reached");
     auto addr = to_sockaddr_vm(target);
     if (!addr) return addr.error().with_context(what);
-    unique_fd fd(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    unique_fd fd(::socket(AF_VSOCK, kernel_type(type) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd) return make_system_error(errno, what + ": socket(AF_VSOCK)");
     if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) < 0) {
       if (errno != EINPROGRESS && errno != EINTR) return connect_failure(errno, what);
@@ -82,7 +87,7 @@ class kernel_transport final : public transport {
                   target);
   }
 
-  result<listener> listen(const endpoint& local, int backlog) const override {
+  result<listener> listen(const endpoint& local, int backlog, socket_type type) const override {
     const std::string what = "listen " + local.to_string();
     if (local.vm != vm_id_wildcard && !required_peer_cid(local.vm))
       return failure(errc::invalid_argument,
@@ -96,13 +101,13 @@ class kernel_transport final : public transport {
     addr.svm_family = AF_VSOCK;
     addr.svm_cid = VMADDR_CID_ANY;
     addr.svm_port = *port;
-    unique_fd fd(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    unique_fd fd(::socket(AF_VSOCK, kernel_type(type) | SOCK_CLOEXEC, 0));
     if (!fd) return make_system_error(errno, what + ": socket(AF_VSOCK)");
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0)
       return errno == EADDRINUSE ? make_error(errc::address_in_use, what)
                                  : make_system_error(errno, what + ": bind");
     if (::listen(fd.get(), backlog) < 0) return make_system_error(errno, what + ": listen");
-    return listener(std::move(fd), local, shared_from_this());
+    return listener(std::move(fd), local, shared_from_this(), type);
   }
 
   result<stream> accept(int listener_fd, const endpoint& listener_local,

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include <hvsock/listener.hpp>
+#include <hvsock/socket_type.hpp>
 #include <hvsock/stream.hpp>
 
 namespace hvsock::detail {
@@ -20,10 +21,13 @@ class transport : public std::enable_shared_from_this<transport> {
  public:
   virtual ~transport() = default;
   virtual std::string_view name() const = 0;
-  virtual result<stream> connect(const endpoint& target,
-                                 std::chrono::milliseconds timeout) const = 0;
-  virtual result<listener> listen(const endpoint& local, int backlog) const = 0;
-  // Takes the next connection from a listener this transport made.
+  // A seqpacket connection comes back in a stream object too: the fd is what
+  // matters, and message_socket takes it over.
+  virtual result<stream> connect(const endpoint& target, std::chrono::milliseconds timeout,
+                                 socket_type type) const = 0;
+  virtual result<listener> listen(const endpoint& local, int backlog, socket_type type) const = 0;
+  // Takes the next connection from a listener this transport made, of the
+  // listener's type.
   virtual result<stream> accept(int listener_fd, const endpoint& listener_local,
                                 std::optional<std::chrono::milliseconds> timeout) const = 0;
 };

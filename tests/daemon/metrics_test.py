@@ -178,6 +178,7 @@ def main():
             http = families_of(scraped)
             expected_types = {
                 "hvsock_service_connections_accepted": "counter",
+                "hvsock_service_seqpacket_connections_accepted": "counter",
                 "hvsock_service_connections_refused": "counter",
                 "hvsock_service_connections_active": "gauge",
                 "hvsock_unregistered_service_connections_refused": "counter",
@@ -196,6 +197,7 @@ def main():
             svc = {"service_id": service_id, "service": SERVICE_NAME}
             checks = [
                 ("hvsock_service_connections_accepted", svc, 1),
+                ("hvsock_service_seqpacket_connections_accepted", svc, 0),
                 ("hvsock_service_connections_refused", dict(svc, reason="no_listener"), 1),
                 ("hvsock_service_connections_refused", dict(svc, reason="disabled"), 0),
                 ("hvsock_unregistered_service_connections_refused", {}, 0),

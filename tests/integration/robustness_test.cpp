@@ -394,6 +394,14 @@ TEST_F(RobustnessTest, RightHeaderWrongSizeClosesOnlyThatClient) {
   auto bad_type = connect;
   bad_type.head.type = 77;
   expect_control_closes("unknown type", &bad_type, sizeof bad_type);
+  auto bad_socket_type = connect;
+  bad_socket_type.socket_type = 2;
+  expect_control_closes("connect of an unknown socket type", &bad_socket_type,
+                        sizeof bad_socket_type);
+  auto bind_bad_socket_type = bind;
+  bind_bad_socket_type.socket_type = 0x7fffffff;
+  expect_control_closes("bind of an unknown socket type", &bind_bad_socket_type,
+                        sizeof bind_bad_socket_type);
   expect_control_closes("empty message", "", 0);
   expect_daemon_serves();
 }

@@ -49,7 +49,9 @@ TEST(ControlWire, Constants) {
   std::array<char, 4> text{};
   std::memcpy(text.data(), &h.magic, 4);
   EXPECT_EQ(std::string(text.data(), 4), "HVSK");
-  EXPECT_EQ(version, 1);
+  EXPECT_EQ(version, 2);
+  EXPECT_EQ(sizeof(connect_request), 44u);
+  EXPECT_EQ(sizeof(bind_request), 48u);
   EXPECT_EQ(sizeof(header), 8u);
   EXPECT_EQ(sizeof(raw_endpoint), 32u);
   EXPECT_EQ(max_message_size, sizeof(reply));
@@ -99,12 +101,23 @@ TEST(ControlWireRoundTrip, BindRequest) {
   auto m = make<bind_request>(message_type::bind_request);
   m.local = to_raw(kLocal);
   m.backlog = 128;
+  m.socket_type = to_wire(socket_type::seqpacket);
   const auto data = bytes_of(m);
   EXPECT_EQ(peek_type(data), message_type::bind_request);
   auto back = decode<bind_request>(data, message_type::bind_request);
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(from_raw(back->local), kLocal);
   EXPECT_EQ(back->backlog, 128u);
+  EXPECT_EQ(socket_type_from_wire(back->socket_type), socket_type::seqpacket);
+}
+
+TEST(ControlWire, SocketTypes) {
+  // A zeroed request is a stream request.
+  EXPECT_EQ(make<connect_request>(message_type::connect_request).socket_type, socket_type_stream);
+  EXPECT_EQ(socket_type_from_wire(to_wire(socket_type::stream)), socket_type::stream);
+  EXPECT_EQ(socket_type_from_wire(to_wire(socket_type::seqpacket)), socket_type::seqpacket);
+  EXPECT_FALSE(socket_type_from_wire(2).has_value());
+  EXPECT_FALSE(socket_type_from_wire(0xffffffffu).has_value());
 }
 
 TEST(ControlWireRoundTrip, LookupRequest) {
@@ -239,7 +252,7 @@ TEST(ControlWireDecode, RejectsWrongMagic) {
 
 TEST(ControlWireDecode, RejectsWrongVersion) {
   auto data = bytes_of(make<incoming>(message_type::incoming));
-  for (int v : {0, 2, 0x100, 0xffff}) {
+  for (int v : {0, 1, 3, 0x100, 0xffff}) {
     set_header(data, magic, static_cast<std::uint16_t>(v), 5);
     EXPECT_FALSE(peek_type(data)) << v;
     EXPECT_FALSE(decode<incoming>(data, message_type::incoming)) << v;

@@ -33,11 +33,12 @@ void add_stats_command(CLI::App& app, global_options& options) {
       const auto refused = svc.value("refused", nlohmann::json::object());
       auto count = [&](const char* key) { return std::to_string(refused.value(key, 0)); };
       rows.push_back({svc.value("name", ""), std::to_string(svc.value("accepted", 0)),
+                      std::to_string(svc.value("accepted_seqpacket", 0)),
                       std::to_string(svc.value("active", 0)), count("disabled"),
                       count("no_listener"), count("backlog_full"), count("unreachable")});
     }
-    print_table({"SERVICE", "ACCEPTED", "ACTIVE", "REFUSED:DISABLED", "NO-LISTENER", "BACKLOG-FULL",
-                 "UNREACHABLE"},
+    print_table({"SERVICE", "ACCEPTED", "SEQPACKET", "ACTIVE", "REFUSED:DISABLED", "NO-LISTENER",
+                 "BACKLOG-FULL", "UNREACHABLE"},
                 rows);
     std::cout << "refused for unregistered services: " << s.value("unregistered_refused", 0)
               << "\n";

@@ -1,6 +1,8 @@
 // hvsock listen / hvsock connect: a netcat for hvsock. Both copy stdin to the
 // socket and the socket to stdout, half-close the socket when stdin ends, and
-// exit 0 once both directions are done. With -r/--recv-only (as ncat's) they
+// exit 0 once both directions are done. With --seqpacket the connection keeps
+// message boundaries: each line of stdin is one message (without its
+// newline), and each message received is printed as one line. With -r/--recv-only (as ncat's) they
 // never read stdin and half-close at once; so does a command started in the
 // background of an interactive shell whose stdin is the terminal, which
 // would otherwise be stopped by the terminal (SIGTTIN) and never half-close.
@@ -11,7 +13,11 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <iostream>
+#include <vector>
+
+#include <hvsock/message_socket.hpp>
 
 #include "cli_common.hpp"
 #include "sys/file_io.hpp"
@@ -72,6 +78,69 @@ int copy_both_ways(stream& s, bool read_stdin) {
   }
 }
 
+// The copy loop for messages: stdin lines out, messages in. Lines wait in
+// `out` while the peer's queue is full; stdin is not read meanwhile.
+int copy_messages(message_socket& s, bool read_stdin) {
+  must(s.set_non_blocking(true));
+  std::vector<std::byte> in_buffer(std::max<std::size_t>(must(s.max_message_size()), 65536));
+  std::array<char, 65536> read_buffer;
+  std::string partial;  // stdin after its last newline
+  std::deque<std::string> out;
+  bool stdin_open = read_stdin;
+  bool socket_open = true;
+  bool write_shut = false;
+  const int sock = s.native_handle();
+  for (;;) {
+    if (!stdin_open && out.empty() && !write_shut) {
+      (void)s.shutdown(shutdown_how::write);  // the peer sees the end
+      write_shut = true;
+    }
+    if (!stdin_open && out.empty() && !socket_open) return 0;
+    pollfd fds[2] = {
+        {stdin_open && out.empty() ? STDIN_FILENO : -1, POLLIN, 0},
+        {sock, static_cast<short>((socket_open ? POLLIN : 0) | (out.empty() ? 0 : POLLOUT)), 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      fail(std::string("poll: ") + std::strerror(errno));
+    }
+    if (fds[0].revents != 0) {
+      const ssize_t n = ::read(STDIN_FILENO, read_buffer.data(), read_buffer.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        stdin_open = false;
+        if (!partial.empty()) out.push_back(std::exchange(partial, {}));
+      } else {
+        partial.append(read_buffer.data(), static_cast<std::size_t>(n));
+        for (std::size_t eol; (eol = partial.find('\n')) != std::string::npos;) {
+          out.push_back(partial.substr(0, eol));
+          partial.erase(0, eol + 1);
+        }
+      }
+    }
+    while (!out.empty()) {
+      auto sent = s.send(out.front());
+      if (!sent && sent.error().code() == errc::would_block) break;
+      if (!sent) fail(sent.error());
+      out.pop_front();
+    }
+    if (socket_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      auto got = s.receive(in_buffer);
+      if (!got) {
+        if (got.error().code() != errc::would_block) fail(got.error());
+      } else if (got->end_of_stream) {
+        socket_open = false;
+      } else {
+        if (got->truncated())
+          std::cerr << "hvsock: a message of " << got->length << " bytes was cut to " << got->size
+                    << std::endl;
+        std::string line(reinterpret_cast<const char*>(in_buffer.data()), got->size);
+        line += '\n';
+        must(detail::write_fully(STDOUT_FILENO, line, "stdout"));
+      }
+    }
+  }
+}
+
 // Whether to copy stdin: not with --recv-only, and not from a terminal whose
 // foreground is another process group (a job in the background).
 bool reads_stdin(bool recv_only) {
@@ -87,6 +156,7 @@ struct stream_args {
   std::string target;
   int backlog = 1;
   bool recv_only = false;
+  bool seqpacket = false;
   int timeout_ms = static_cast<int>(default_connect_timeout.count());
 };
 
@@ -111,10 +181,23 @@ void add_stream_commands(CLI::App& app, global_options& options) {
   listen_cmd->add_flag("-r,--recv-only", args->recv_only,
                        "only receive: never read stdin, half-close at once (also the default for "
                        "a background job whose stdin is the terminal)");
+  listen_cmd->add_flag("--seqpacket", args->seqpacket,
+                       "keep message boundaries (SOCK_SEQPACKET): a line of stdin is one "
+                       "message, a message received is printed as one line");
   listen_cmd->callback([args, &options] {
     const endpoint local{resolve_vm(args->from, options), resolve_service(args->service, options)};
-    auto l = must(listener::listen(
-        local, {.backlog = args->backlog, .control_socket = control_socket(options)}));
+    const listen_options how{.backlog = args->backlog, .control_socket = control_socket(options)};
+    if (args->seqpacket) {
+      auto l = must(message_listener::listen(local, how));
+      std::cerr << "listening on " << l.local_endpoint().to_string() << " (seqpacket)" << std::endl;
+      auto s = must(l.accept());
+      l.close();
+      std::cerr << "connection from " << s.peer_endpoint().to_string() << std::endl;
+      const int code = copy_messages(s, reads_stdin(args->recv_only));
+      if (code != 0) fail("", code);
+      return;
+    }
+    auto l = must(listener::listen(local, how));
     std::cerr << "listening on " << l.local_endpoint().to_string() << std::endl;
     auto s = must(l.accept());
     l.close();
@@ -139,11 +222,21 @@ void add_stream_commands(CLI::App& app, global_options& options) {
   connect_cmd->add_flag("-r,--recv-only", args->recv_only,
                         "only receive: never read stdin, half-close at once (also the default "
                         "for a background job whose stdin is the terminal)");
+  connect_cmd->add_flag("--seqpacket", args->seqpacket,
+                        "keep message boundaries (SOCK_SEQPACKET): a line of stdin is one "
+                        "message, a message received is printed as one line");
   connect_cmd->callback([args, &options] {
     const endpoint target{resolve_vm(args->target, options),
                           resolve_service(args->service, options)};
-    auto s = must(stream::connect(target, {.timeout = std::chrono::milliseconds(args->timeout_ms),
-                                           .control_socket = control_socket(options)}));
+    const connect_options how{.timeout = std::chrono::milliseconds(args->timeout_ms),
+                              .control_socket = control_socket(options)};
+    if (args->seqpacket) {
+      auto s = must(message_socket::connect(target, how));
+      const int code = copy_messages(s, reads_stdin(args->recv_only));
+      if (code != 0) fail("", code);
+      return;
+    }
+    auto s = must(stream::connect(target, how));
     const int code = copy_both_ways(s, reads_stdin(args->recv_only));
     if (code != 0) fail("", code);
   });

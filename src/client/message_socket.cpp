@@ -1,0 +1,167 @@
+// message_socket and message_listener: SOCK_SEQPACKET sockets from the
+// transports, read and written with plain socket calls.
+//
+// A zero-length message and the end of the peer's messages both make
+// recvmsg return 0, so each transport gets a mark that only a message has:
+//   AF_UNIX (emulated): with SO_PASSCRED on the socket, every message comes
+//     with SCM_CREDENTIALS and the end comes with no control data at all;
+//   AF_VSOCK (kernel): send() sets MSG_EOR on every message, and the
+//     receiver sees MSG_EOR on each; the end has no flags. (A peer that is not
+//     libhvsock and sends an empty message without MSG_EOR reads as the end.)
+#include <hvsock/message_socket.hpp>
+
+#include <sys/socket.h>
+
+#include <linux/vm_sockets.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <string>
+
+#include "sys/socket_ops.hpp"
+#include "transport/transport.hpp"
+
+namespace hvsock {
+namespace {
+
+int domain_of(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  return ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 ? domain : 0;
+}
+
+// The largest message an AF_UNIX datagram socket takes whole: Linux refuses
+// more than its send buffer less 32 bytes (unix_dgram_sendmsg).
+constexpr std::size_t unix_send_overhead = 32;
+
+}  // namespace
+
+message_socket::message_socket(unique_fd fd, endpoint local, endpoint peer)
+    : fd_(std::move(fd)), local_(local), peer_(peer) {
+  if (fd_ && domain_of(fd_.get()) == AF_UNIX) {
+    const int on = 1;
+    (void)::setsockopt(fd_.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+  }
+}
+
+result<message_socket> message_socket::connect(const endpoint& target,
+                                               const connect_options& options) {
+  const std::string what = "connect " + target.to_string();
+  auto transport = detail::select_transport(options.control_socket);
+  if (!transport) return transport.error().with_context(what);
+  auto made = (*transport)->connect(target, options.timeout, socket_type::seqpacket);
+  if (!made) return made.error();
+  const endpoint local = made->local_endpoint(), peer = made->peer_endpoint();
+  return message_socket(made->release(), local, peer);
+}
+
+result<void> message_socket::send(std::span<const std::byte> message) {
+  const std::string what = "send to " + peer_.to_string();
+  if (!fd_) return make_error(errc::not_connected, "send");
+  const int flags = MSG_NOSIGNAL | (domain_of(fd_.get()) == AF_VSOCK ? MSG_EOR : 0);
+  for (;;) {
+    const ssize_t n = ::send(fd_.get(), message.data(), message.size(), flags);
+    if (n >= 0) {
+      // A SOCK_SEQPACKET socket sends all or nothing; anything else is a bug.
+      if (static_cast<std::size_t>(n) != message.size())
+        return failure(errc::io_error, what + ": the kernel took part of a message");
+      return {};
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return make_error(errc::would_block, what);
+    if (errno == EMSGSIZE) {
+      auto limit = max_message_size();
+      return failure(errc::message_too_long,
+                     what + ": a message of " + std::to_string(message.size()) +
+                         " bytes is larger than this socket carries (" +
+                         (limit ? std::to_string(*limit) + " bytes" : std::string("unknown")) +
+                         ")");
+    }
+    return make_system_error(errno, what);
+  }
+}
+
+result<receive_result> message_socket::receive(std::span<std::byte> buffer) {
+  const std::string what = "receive from " + peer_.to_string();
+  if (!fd_) return make_error(errc::not_connected, "receive");
+  const bool vsock = domain_of(fd_.get()) == AF_VSOCK;
+  for (;;) {
+    iovec iov{buffer.data(), buffer.size()};
+    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(64)> control{};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    // MSG_TRUNC: the return value is the message's whole length.
+    const ssize_t n = ::recvmsg(fd_.get(), &msg, MSG_TRUNC | MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return make_error(errc::would_block, what);
+      return make_system_error(errno, what);
+    }
+    receive_result got;
+    got.length = static_cast<std::size_t>(n);
+    got.size = std::min(got.length, buffer.size());
+    if (n == 0) {
+      const bool marked = vsock ? (msg.msg_flags & MSG_EOR) != 0
+                                : msg.msg_controllen > 0 || (msg.msg_flags & MSG_CTRUNC) != 0;
+      got.end_of_stream = !marked;
+    }
+    return got;
+  }
+}
+
+result<std::size_t> message_socket::max_message_size() const {
+  if (!fd_) return make_error(errc::not_connected, "max_message_size");
+  if (domain_of(fd_.get()) == AF_VSOCK) {
+    // The kernel refuses a message larger than the peer's buffer size; the
+    // peers here are libhvsock's or the kernel's, sized alike: ours it is.
+    unsigned long long size = 0;
+    socklen_t len = sizeof size;
+    if (::getsockopt(fd_.get(), AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &size, &len) < 0)
+      return make_system_error(errno, "max_message_size");
+    return static_cast<std::size_t>(size);
+  }
+  int sndbuf = 0;
+  socklen_t len = sizeof sndbuf;
+  if (::getsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0)
+    return make_system_error(errno, "max_message_size");
+  return sndbuf > static_cast<int>(unix_send_overhead)
+             ? static_cast<std::size_t>(sndbuf) - unix_send_overhead
+             : 0;
+}
+
+result<void> message_socket::shutdown(shutdown_how how) {
+  if (!fd_) return make_error(errc::not_connected, "shutdown");
+  const int mode = how == shutdown_how::read    ? SHUT_RD
+                   : how == shutdown_how::write ? SHUT_WR
+                                                : SHUT_RDWR;
+  if (::shutdown(fd_.get(), mode) < 0)
+    return make_system_error(errno, "shutdown " + peer_.to_string());
+  return {};
+}
+
+result<void> message_socket::set_non_blocking(bool enabled) {
+  if (!fd_) return make_error(errc::not_connected, "set_non_blocking");
+  return detail::set_non_blocking(fd_.get(), enabled);
+}
+
+void message_socket::close() noexcept { fd_.reset(); }
+
+result<message_listener> message_listener::listen(const endpoint& local,
+                                                  const listen_options& options) {
+  auto made = listener::listen(local, options, socket_type::seqpacket);
+  if (!made) return made.error();
+  return message_listener(std::move(*made));
+}
+
+result<message_socket> message_listener::accept(std::optional<std::chrono::milliseconds> timeout) {
+  auto s = inner_.accept(timeout);
+  if (!s) return s.error();
+  const endpoint local = s->local_endpoint(), peer = s->peer_endpoint();
+  return message_socket(s->release(), local, peer);
+}
+
+}  // namespace hvsock

@@ -1,0 +1,247 @@
+// message_socket and message_listener against a real hvsockd: boundaries at
+// every size, truncation, the end of messages after an empty one, the
+// switch keeping stream and seqpacket apart, and the counters.
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include <hvsock/hvsock.hpp>
+
+#include "switch_fixture.hpp"
+
+namespace hvsock::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Message i of a run: its size and a pattern that differs per message, so a
+// message delivered in the wrong place or cut short shows.
+std::vector<std::byte> message_of(std::size_t size, unsigned seed) {
+  std::vector<std::byte> m(size);
+  for (std::size_t i = 0; i < size; ++i)
+    m[i] = static_cast<std::byte>((i * 131 + seed * 17 + (i >> 8)) & 0xff);
+  return m;
+}
+
+class MessageSocketTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sw.create_vm("web");
+    svc = *guid::parse(sw.register_service("rpc"));
+  }
+  listen_options in(const std::string& p, int backlog = 16) const {
+    return {.backlog = backlog, .control_socket = sw.control_socket(p)};
+  }
+  connect_options from(const std::string& p) const {
+    return {.timeout = 5s, .control_socket = sw.control_socket(p)};
+  }
+  // A connected pair: `web` connects to the host's listener.
+  std::pair<message_socket, message_socket> connected_pair() {
+    auto l = message_listener::listen({vm_id_wildcard, svc}, in("host"));
+    EXPECT_TRUE(l) << l.error().message();
+    if (!l) return {};
+    auto c = message_socket::connect({vm_id_parent, svc}, from("web"));
+    EXPECT_TRUE(c) << c.error().message();
+    if (!c) return {};
+    auto a = l->accept(5s);
+    EXPECT_TRUE(a) << a.error().message();
+    if (!a) return {};
+    return {std::move(*c), std::move(*a)};
+  }
+
+  switch_fixture sw;
+  service_id svc;
+};
+
+TEST_F(MessageSocketTest, EveryMessageArrivesWholeAndAloneBothWays) {
+  auto [c, a] = connected_pair();
+  ASSERT_TRUE(c.is_open() && a.is_open());
+  const auto limit = c.max_message_size();
+  ASSERT_TRUE(limit) << limit.error().message();
+  std::vector<std::size_t> sizes{0, 1, 4096, 65536, 200000};
+  // 1 MiB needs a send buffer that only CAP_NET_ADMIN gets past
+  // net.core.wmem_max; CI runs as root and has it.
+  if (*limit >= (1u << 20)) sizes.push_back(1u << 20);
+  std::cout << "largest message: " << *limit << " bytes; sizes tried: " << sizes.size() << "\n";
+  for (auto* pair : {&c, &a}) {
+    message_socket& sender = *pair;
+    message_socket& receiver = pair == &c ? a : c;
+    // The sender runs on its own thread: the big ones fill the queue.
+    std::thread send_all([&] {
+      for (unsigned i = 0; i < sizes.size(); ++i) {
+        auto sent = sender.send(message_of(sizes[i], i));
+        EXPECT_TRUE(sent) << sizes[i] << ": " << sent.error().message();
+      }
+    });
+    std::vector<std::byte> buffer((1u << 20) + 1);
+    for (unsigned i = 0; i < sizes.size(); ++i) {
+      auto got = receiver.receive(buffer);
+      ASSERT_TRUE(got) << got.error().message();
+      EXPECT_FALSE(got->end_of_stream) << "message " << i << " of " << sizes[i] << " bytes";
+      EXPECT_FALSE(got->truncated());
+      ASSERT_EQ(got->size, sizes[i]);
+      EXPECT_TRUE(
+          std::equal(buffer.begin(), buffer.begin() + got->size, message_of(sizes[i], i).begin()))
+          << "message " << i << " of " << sizes[i] << " bytes differs";
+    }
+    send_all.join();
+  }
+}
+
+TEST_F(MessageSocketTest, ASmallBufferKeepsTheStartAndSaysTheRestWasCut) {
+  auto [c, a] = connected_pair();
+  ASSERT_TRUE(c.is_open() && a.is_open());
+  ASSERT_TRUE(c.send("0123456789abcdef"));
+  ASSERT_TRUE(c.send("next"));
+  std::array<std::byte, 10> small;
+  auto got = a.receive(small);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->size, 10u);
+  EXPECT_EQ(got->length, 16u);
+  EXPECT_TRUE(got->truncated());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(small.data()), 10), "0123456789");
+  // The rest of the cut message is gone; the next one is whole.
+  got = a.receive(small);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(small.data()), got->size), "next");
+  EXPECT_FALSE(got->truncated());
+}
+
+TEST_F(MessageSocketTest, AnEmptyMessageIsNotTheEnd) {
+  auto [c, a] = connected_pair();
+  ASSERT_TRUE(c.is_open() && a.is_open());
+  ASSERT_TRUE(c.send(std::string_view()));
+  ASSERT_TRUE(c.shutdown(shutdown_how::write));
+  std::array<std::byte, 16> buffer;
+  auto empty = a.receive(buffer);
+  ASSERT_TRUE(empty) << empty.error().message();
+  EXPECT_EQ(empty->size, 0u);
+  EXPECT_FALSE(empty->end_of_stream) << "the empty message read as the end";
+  auto end = a.receive(buffer);
+  ASSERT_TRUE(end) << end.error().message();
+  EXPECT_TRUE(end->end_of_stream);
+  // Half-closed: the other way still works.
+  ASSERT_TRUE(a.send("reply"));
+  auto reply = c.receive(buffer);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buffer.data()), reply->size), "reply");
+  a.close();
+  auto closed = c.receive(buffer);
+  ASSERT_TRUE(closed);
+  EXPECT_TRUE(closed->end_of_stream);
+}
+
+TEST_F(MessageSocketTest, AMessageTooLongIsRefusedWholeAndNothingIsSent) {
+  auto [c, a] = connected_pair();
+  ASSERT_TRUE(c.is_open() && a.is_open());
+  const auto limit = c.max_message_size();
+  ASSERT_TRUE(limit) << limit.error().message();
+  auto sent = c.send(message_of(*limit + 1, 1));
+  ASSERT_FALSE(sent);
+  EXPECT_EQ(sent.error().code(), make_error_code(errc::message_too_long));
+  EXPECT_TRUE(sent.error().code() == std::errc::message_size);
+  EXPECT_NE(sent.error().message().find(std::to_string(*limit)), std::string::npos)
+      << sent.error().message();
+  ASSERT_TRUE(c.send("after"));
+  std::array<std::byte, 16> buffer;
+  auto got = a.receive(buffer);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buffer.data()), got->size), "after");
+}
+
+TEST_F(MessageSocketTest, NonBlockingReceiveAndPoll) {
+  auto [c, a] = connected_pair();
+  ASSERT_TRUE(c.is_open() && a.is_open());
+  ASSERT_TRUE(a.set_non_blocking(true));
+  std::array<std::byte, 16> buffer;
+  auto none = a.receive(buffer);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code(), make_error_code(errc::would_block));
+  ASSERT_TRUE(c.send("ping"));
+  pollfd p{a.native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  auto got = a.receive(buffer);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->size, 4u);
+}
+
+TEST_F(MessageSocketTest, TheSwitchKeepsStreamsAndMessagesApart) {
+  {
+    auto l = listener::listen({vm_id_wildcard, svc}, in("host"));
+    ASSERT_TRUE(l) << l.error().message();
+    auto m = message_socket::connect({vm_id_parent, svc}, from("web"));
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().code(), make_error_code(errc::connection_refused));
+    EXPECT_NE(m.error().message().find("takes stream connections, not seqpacket"),
+              std::string::npos)
+        << m.error().message();
+    // One address space: the stream listener holds the address for both.
+    auto ml = message_listener::listen({vm_id_wildcard, svc}, in("host"));
+    ASSERT_FALSE(ml);
+    EXPECT_EQ(ml.error().code(), make_error_code(errc::address_in_use));
+  }
+  auto ml = message_listener::listen({vm_id_wildcard, svc}, in("host"));
+  ASSERT_TRUE(ml) << ml.error().message();
+  auto s = stream::connect({vm_id_parent, svc}, from("web"));
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code(), make_error_code(errc::connection_refused));
+  EXPECT_NE(s.error().message().find("takes seqpacket connections, not stream"), std::string::npos)
+      << s.error().message();
+  // Nothing was queued by the refusals: the right type still gets through.
+  auto m = message_socket::connect({vm_id_parent, svc}, from("web"));
+  ASSERT_TRUE(m) << m.error().message();
+  auto a = ml->accept(5s);
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_EQ(a->peer_endpoint().vm, sw.vm_id_of("web"));
+
+  const auto stats = nlohmann::json::parse(sw.cli_ok({"stats", "--json"}));
+  bool found = false;
+  for (const auto& entry : stats.at("services")) {
+    if (entry.at("name") != "rpc") continue;
+    found = true;
+    EXPECT_EQ(entry.at("accepted"), 1) << entry.dump();
+    EXPECT_EQ(entry.at("accepted_seqpacket"), 1) << entry.dump();
+    EXPECT_EQ(entry.at("refused").at("no_listener"), 2) << entry.dump();
+  }
+  EXPECT_TRUE(found) << stats.dump();
+  const std::string metrics = sw.cli_ok({"stats", "--format", "prometheus"});
+  EXPECT_NE(metrics.find("hvsock_service_seqpacket_connections_accepted_total{service_id=\"" +
+                         svc.to_string() + "\",service=\"rpc\"} 1"),
+            std::string::npos)
+      << metrics;
+}
+
+TEST_F(MessageSocketTest, AQemuGuestIsRefusedClearlyUntilItsDeviceCarriesMessages) {
+  sw.cli_ok({"vm", "create", "guest", "--qemu"});
+  const auto port = service_id_from_port(5000);
+  sw.register_service("guest rpc", port.to_string());
+  auto m = message_socket::connect({sw.vm_id_of("guest"), port}, from("host"));
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code(), make_error_code(errc::connection_refused));
+  EXPECT_NE(m.error().message().find("stream connections only"), std::string::npos)
+      << m.error().message();
+}
+
+TEST_F(MessageSocketTest, ACliConversationKeepsLines) {
+  auto server = sw.cli_async({"listen", "--seqpacket", "rpc"});
+  // The listener is up once its line is on stderr.
+  ASSERT_TRUE(server->wait_for_stderr("listening on", 10s)) << server->err();
+  server->write_stdin("an answer\n");
+  server->close_stdin();
+  const auto r =
+      sw.cli({"connect", "--seqpacket", "loopback", "rpc"}, "first\n\nthird line\nno newline");
+  EXPECT_EQ(r.status.code, 0) << r.err;
+  EXPECT_EQ(r.out, "an answer\n");
+  const auto done = server->wait(10s);
+  EXPECT_EQ(done.code, 0) << server->err();
+  EXPECT_EQ(server->out(), "first\n\nthird line\nno newline\n");
+}
+
+}  // namespace
+}  // namespace hvsock::test
