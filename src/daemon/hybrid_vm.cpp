@@ -1,7 +1,6 @@
 #include "daemon/hybrid_vm.hpp"
 
 #include <fcntl.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -26,13 +25,11 @@ hybrid_vm::hybrid_vm(event_loop& loop, client_gate& gate, std::string name, std:
       sockets_(sockets),
       on_guest_connect_(std::move(on_guest_connect)),
       log_(std::move(log)),
-      handshake_timeout_(handshake_timeout) {}
+      handshake_timeout_(handshake_timeout),
+      handshakes_(loop) {}
 
 hybrid_vm::~hybrid_vm() {
-  for (auto& [id, h] : handshakes_) {
-    loop_.unwatch(h.watch);
-    if (h.timer != 0) loop_.cancel_timer(h.timer);
-  }
+  handshakes_.clear();
   listeners_.clear();  // each removes its socket file
 }
 
@@ -84,72 +81,51 @@ void hybrid_vm::connect(std::uint32_t guest_port, unique_fd stream, answer done)
                           fmt::format("the VMM's vsock socket {} took no CONNECT line: {}",
                                       vmm_socket_, std::strerror(errno))));
 
-  const std::uint64_t id = next_id_++;
-  handshake h;
-  h.fd = std::move(stream);
-  h.port = guest_port;
-  h.done = std::move(done);
-  auto watched = loop_.watch(h.fd.get(), EPOLLIN, [this, id](std::uint32_t) { on_answer(id); });
-  if (!watched) return h.done(watched.error(), unique_fd());
-  h.watch = *watched;
-  auto timer = loop_.add_timer(handshake_timeout_, [this, id] {
-    auto it = handshakes_.find(id);
-    if (it == handshakes_.end()) return;
-    it->second.timer = 0;
-    finish(id, failure(errc::timed_out,
-                       fmt::format("VM \"{}\" did not answer CONNECT {} within {} ms", name_,
-                                   it->second.port, handshake_timeout_.count())));
-  });
-  if (!timer) {
-    loop_.unwatch(h.watch);
-    return h.done(timer.error(), unique_fd());
-  }
-  h.timer = *timer;
-  handshakes_.emplace(id, std::move(h));
+  auto waiting = handshakes_.add(
+      std::move(stream), handshake_timeout_,
+      [this, guest_port, done](result<std::string> answer_line, unique_fd answered) {
+        auto host_port = host_port_of(guest_port, std::move(answer_line));
+        if (!host_port) answered.reset();
+        done(std::move(host_port), std::move(answered));
+      });
+  if (!waiting) done(waiting.error(), unique_fd());
 }
 
-void hybrid_vm::on_answer(std::uint64_t id) {
-  auto it = handshakes_.find(id);
-  if (it == handshakes_.end()) return;
-  handshake& h = it->second;
-  auto whole = detail::read_hybrid_line(h.fd.get(), h.line);
-  if (!whole) {
-    // A close without OK is how the VMM refuses (nothing listens there).
-    return finish(
-        id, failure(errc::connection_refused, fmt::format("VM \"{}\" refused port {} ({})", name_,
-                                                          h.port, whole.error().message())));
-  }
-  if (!*whole) return;
-  auto host_port = detail::parse_hybrid_ok(h.line);
+result<std::uint32_t> hybrid_vm::host_port_of(std::uint32_t guest_port,
+                                              result<std::string> line) const {
+  if (!line && line.error().code() == errc::timed_out)
+    return failure(errc::timed_out, fmt::format("VM \"{}\" did not answer CONNECT {} within {} ms",
+                                                name_, guest_port, handshake_timeout_.count()));
+  // A close without OK is how the VMM refuses (nothing listens there).
+  if (!line)
+    return failure(errc::connection_refused, fmt::format("VM \"{}\" refused port {} ({})", name_,
+                                                         guest_port, line.error().message()));
+  auto host_port = detail::parse_hybrid_ok(*line);
   if (!host_port)
-    return finish(id, failure(errc::protocol_error,
-                              fmt::format("VM \"{}\": the VMM answered CONNECT {} with a line that "
-                                          "is not \"OK <port>\"",
-                                          name_, h.port)));
-  finish(id, *host_port);
-}
-
-void hybrid_vm::finish(std::uint64_t id, result<std::uint32_t> outcome) {
-  auto it = handshakes_.find(id);
-  if (it == handshakes_.end()) return;
-  handshake h = std::move(it->second);
-  handshakes_.erase(it);
-  loop_.unwatch(h.watch);
-  if (h.timer != 0) loop_.cancel_timer(h.timer);
-  if (!outcome) h.fd.reset();
-  h.done(std::move(outcome), std::move(h.fd));
+    return failure(errc::protocol_error,
+                   fmt::format("VM \"{}\": the VMM answered CONNECT {} with a line that is not "
+                               "\"OK <port>\"",
+                               name_, guest_port));
+  return *host_port;
 }
 
 void hybrid_vm::set_ports(const std::set<std::uint32_t>& ports) {
   for (auto it = listeners_.begin(); it != listeners_.end();)
     it = ports.contains(it->first) ? std::next(it) : listeners_.erase(it);
-  std::erase_if(foreign_ports_, [&](std::uint32_t port) { return !ports.contains(port); });
+  std::erase_if(foreign_ports_, [&](const auto& entry) { return !ports.contains(entry.first); });
   for (std::uint32_t port : ports) {
     if (listeners_.contains(port)) continue;
     // A host program may listen there itself (the VMM's users do): never
     // take a live socket from it.
-    if (detail::connect_unix(port_socket(port), SOCK_STREAM)) {
-      if (!foreign_ports_.insert(port).second) continue;  // said already
+    struct stat st {};
+    const bool exists = ::stat(port_socket(port).c_str(), &st) == 0;
+    if (auto known = foreign_ports_.find(port);
+        known != foreign_ports_.end() && exists && known->second == st.st_ino)
+      continue;  // the same program's socket as when it was probed
+    if (exists && detail::connect_unix(port_socket(port), SOCK_STREAM)) {
+      const bool said = foreign_ports_.contains(port);
+      foreign_ports_[port] = st.st_ino;
+      if (said) continue;
       log_(log_level::warning,
            fmt::format("{}: another program listens at {}; the guest's connects to port {} go "
                        "to it, not to hvsock listeners",
@@ -173,6 +149,7 @@ void hybrid_vm::set_ports(const std::set<std::uint32_t>& ports) {
                        listener.error().message()));
       continue;
     }
+    foreign_ports_.erase(port);
     listeners_.emplace(port, std::move(*listener));
   }
 }

@@ -12,6 +12,8 @@
 // Thread safety: none; runs on the event loop's thread.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -19,12 +21,12 @@
 #include <memory>
 #include <set>
 #include <string>
-#include <unordered_map>
 
 #include <hvsock/result.hpp>
 #include <hvsock/unique_fd.hpp>
 
 #include "daemon/event_loop.hpp"
+#include "daemon/line_handshakes.hpp"
 #include "daemon/socket_listener.hpp"
 
 namespace hvsock::daemon {
@@ -63,16 +65,8 @@ class hybrid_vm {
   std::set<std::uint32_t> ports() const;
 
  private:
-  struct handshake {
-    unique_fd fd;
-    std::uint32_t port = 0;
-    event_loop::watch_id watch = 0;
-    event_loop::timer_id timer = 0;
-    std::string line;
-    answer done;
-  };
-  void on_answer(std::uint64_t id);
-  void finish(std::uint64_t id, result<std::uint32_t> outcome);
+  // The VMM's line in answer to CONNECT guest_port, as `done` wants it.
+  result<std::uint32_t> host_port_of(std::uint32_t guest_port, result<std::string> line) const;
   std::string port_socket(std::uint32_t port) const;
 
   event_loop& loop_;
@@ -83,10 +77,12 @@ class hybrid_vm {
   guest_connect on_guest_connect_;
   log_function log_;
   std::chrono::milliseconds handshake_timeout_;
-  std::unordered_map<std::uint64_t, handshake> handshakes_;
-  std::uint64_t next_id_ = 1;
+  line_handshakes handshakes_;
   std::map<std::uint32_t, std::unique_ptr<socket_listener>> listeners_;
-  std::set<std::uint32_t> foreign_ports_;  // another program listens there (logged once)
+  // Ports where another program listens, by the inode of its socket file:
+  // logged once, and probed again only when that file changes (a probe is
+  // a connection the program sees).
+  std::map<std::uint32_t, ino_t> foreign_ports_;
 };
 
 }  // namespace hvsock::daemon

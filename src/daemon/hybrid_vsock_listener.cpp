@@ -1,14 +1,10 @@
 #include "daemon/hybrid_vsock_listener.hpp"
 
-#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
-#include <cerrno>
-#include <cstring>
 #include <utility>
 
 #include "protocol/hybrid_vsock.hpp"
@@ -18,11 +14,11 @@ namespace hvsock::daemon {
 hybrid_vsock_listener::hybrid_vsock_listener(event_loop& loop, client_gate& gate,
                                              connect_function on_connect,
                                              refusal_function on_refused, limits lim)
-    : loop_(loop),
-      gate_(gate),
+    : gate_(gate),
       on_connect_(std::move(on_connect)),
       on_refused_(std::move(on_refused)),
-      limits_(lim) {}
+      limits_(lim),
+      pending_(loop) {}
 
 result<std::unique_ptr<hybrid_vsock_listener>> hybrid_vsock_listener::open(
     event_loop& loop, client_gate& gate, const std::string& path,
@@ -40,65 +36,36 @@ result<std::unique_ptr<hybrid_vsock_listener>> hybrid_vsock_listener::open(
 
 hybrid_vsock_listener::~hybrid_vsock_listener() {
   listener_.reset();
-  while (!pending_.empty()) (void)finish(pending_.begin()->first);
+  for (std::size_t n = pending_.size(); n > 0; --n) gate_.release();
+  pending_.clear();
 }
 
 result<void> hybrid_vsock_listener::admit(unique_fd client) {
-  const std::uint64_t id = next_id_++;
-  handshake h;
-  h.fd = std::move(client);
-  auto watched = loop_.watch(h.fd.get(), EPOLLIN, [this, id](std::uint32_t) { on_readable(id); });
-  if (!watched) return watched.error();
-  h.watch = *watched;
-  auto timer = loop_.add_timer(limits_.handshake_timeout, [this, id] {
-    if (auto it = pending_.find(id); it != pending_.end()) {
-      it->second.timer = 0;  // fired: nothing to cancel
-      refuse(id, fmt::format("no CONNECT line within {} ms", limits_.handshake_timeout.count()));
-    }
-  });
-  if (!timer) {
-    loop_.unwatch(h.watch);
-    return timer.error();
-  }
-  h.timer = *timer;
-  pending_.emplace(id, std::move(h));
-  on_readable(id);  // the line is often there already
-  return {};
+  return pending_.add(
+      std::move(client), limits_.handshake_timeout,
+      [this](result<std::string> line, unique_fd c) { on_line(std::move(line), std::move(c)); });
 }
 
-void hybrid_vsock_listener::on_readable(std::uint64_t id) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  handshake& h = it->second;
-  auto whole = detail::read_hybrid_line(h.fd.get(), h.line);
-  if (!whole) return refuse(id, whole.error().message());
-  if (!*whole) return;
-  const auto port = detail::parse_hybrid_connect(h.line);
+void hybrid_vsock_listener::on_line(result<std::string> line, unique_fd client) {
+  gate_.release();  // out of its handshake: routed or closed now
+  auto refuse = [&](const std::string& why) {
+    client.reset();  // closing is the refusal
+    if (on_refused_) on_refused_(why);
+  };
+  if (!line) {
+    if (line.error().code() == errc::timed_out)
+      return refuse(fmt::format("no CONNECT line within {} ms", limits_.handshake_timeout.count()));
+    return refuse(line.error().message());
+  }
+  const auto port = detail::parse_hybrid_connect(*line);
   if (!port) {
     // Printable, bounded: the line is at most hybrid_max_line bytes.
-    std::string shown = h.line;
+    std::string shown = *line;
     std::replace_if(
         shown.begin(), shown.end(), [](char c) { return c < 0x20 || c > 0x7e; }, '?');
-    return refuse(id, fmt::format("expected \"CONNECT <port>\", got \"{}\"", shown));
+    return refuse(fmt::format("expected \"CONNECT <port>\", got \"{}\"", shown));
   }
-  unique_fd stream = finish(id);
-  on_connect_(*port, std::move(stream));
-}
-
-unique_fd hybrid_vsock_listener::finish(std::uint64_t id) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return {};
-  loop_.unwatch(it->second.watch);
-  if (it->second.timer != 0) loop_.cancel_timer(it->second.timer);
-  unique_fd fd = std::move(it->second.fd);
-  pending_.erase(it);
-  gate_.release();
-  return fd;
-}
-
-void hybrid_vsock_listener::refuse(std::uint64_t id, const std::string& why) {
-  (void)finish(id);  // closing is the refusal
-  if (on_refused_) on_refused_(why);
+  on_connect_(*port, std::move(client));
 }
 
 }  // namespace hvsock::daemon

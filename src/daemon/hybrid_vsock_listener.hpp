@@ -20,12 +20,12 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <unordered_map>
 
 #include <hvsock/result.hpp>
 #include <hvsock/unique_fd.hpp>
 
 #include "daemon/event_loop.hpp"
+#include "daemon/line_handshakes.hpp"
 #include "daemon/socket_listener.hpp"
 
 namespace hvsock::daemon {
@@ -59,29 +59,17 @@ class hybrid_vsock_listener {
   std::size_t handshakes() const { return pending_.size(); }
 
  private:
-  struct handshake {
-    unique_fd fd;
-    event_loop::watch_id watch = 0;
-    event_loop::timer_id timer = 0;
-    std::string line;  // read so far, without the '\n'
-  };
-
   hybrid_vsock_listener(event_loop& loop, client_gate& gate, connect_function on_connect,
                         refusal_function on_refused, limits lim);
   result<void> admit(unique_fd client);
-  void on_readable(std::uint64_t id);
-  // Ends the handshake: its fd goes back to the caller (null if closed).
-  unique_fd finish(std::uint64_t id);
-  void refuse(std::uint64_t id, const std::string& why);
+  void on_line(result<std::string> line, unique_fd client);
 
-  event_loop& loop_;
   client_gate& gate_;
   connect_function on_connect_;
   refusal_function on_refused_;
   limits limits_;
+  line_handshakes pending_;  // before listener_: its sockets count against the gate
   std::unique_ptr<socket_listener> listener_;
-  std::unordered_map<std::uint64_t, handshake> pending_;
-  std::uint64_t next_id_ = 1;
 };
 
 }  // namespace hvsock::daemon

@@ -343,11 +343,95 @@ TEST(HybridVsockVm, AMissingVmmSocketIsShownAndRefusedClearly) {
   ASSERT_TRUE(readable(theirs.get(), 5s));  // the liveness probe, nothing more
   unique_fd probe(::accept4(theirs.get(), nullptr, nullptr, SOCK_CLOEXEC));
   EXPECT_TRUE(probe);
+  // Registry changes do not probe the same socket again. hvsockd follows a
+  // change before the CLI's call returns, and a probe of a Unix listener is
+  // queued at once: nothing pending now means none was made.
+  a.register_service("svc 5202", service_id_from_port(5202).to_string());
+  a.cli_ok({"service", "disable", "svc 5202"});
+  EXPECT_FALSE(readable(theirs.get(), 0ms)) << "probed again";
   EXPECT_EQ(std::ifstream(vmm + "_5201").get(), 'n');
   // Kept across a restart of hvsockd.
   a.stop_daemon();
   a.start_daemon();
   EXPECT_EQ(partition(a, "down").at("hybrid_vsock"), path);
+}
+
+TEST(HybridVsockVm, AVmmThatMisbehavesIsRefusedAndTheSwitchServesOn) {
+  switch_fixture a;
+  const auto port = service_id_from_port(5200);
+  a.register_service("svc", port.to_string());
+  auto connect_to = [&](const std::string& vm) {
+    return hvsock::connect({a.vm_id_of(vm), port},
+                           {.timeout = 20s, .control_socket = a.control_socket("host")});
+  };
+
+  // A VMM that answers each CONNECT with one of these, then closes.
+  const std::string talker = a.root() + "/talker.sock";
+  unique_fd talking = unix_listen(talker);
+  a.cli_ok({"vm", "create", "talker", "--hybrid-vsock", talker});
+  const std::vector<std::string> answers{"OK\n", "OK 12x\n", "KO 1\n", std::string(100, 'O'), ""};
+  auto vmm = std::async(std::launch::async, [&] {
+    std::vector<std::string> lines;
+    for (const auto& answer : answers) {
+      if (!readable(talking.get(), 10s)) break;
+      unique_fd c(::accept4(talking.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!c) break;
+      std::string line;
+      while (line.find('\n') == std::string::npos) {
+        const std::string more = read_some(c.get(), 1, 5s);
+        if (more.empty()) break;
+        line += more;
+      }
+      lines.push_back(line);
+      (void)::send(c.get(), answer.data(), answer.size(), MSG_NOSIGNAL);
+    }
+    return lines;
+  });
+  for (const auto& answer : answers) {
+    SCOPED_TRACE("the VMM answered \"" + answer.substr(0, 12) + "\"");
+    auto refused = connect_to("talker");
+    ASSERT_FALSE(refused);
+    if (answer.empty() || answer.back() != '\n') {  // a close, or a line over 64 bytes
+      EXPECT_EQ(refused.error().code(), make_error_code(errc::connection_refused))
+          << refused.error().message();
+    } else {
+      EXPECT_EQ(refused.error().code(), make_error_code(errc::protocol_error))
+          << refused.error().message();
+      EXPECT_NE(refused.error().message().find("not \"OK <port>\""), std::string::npos)
+          << refused.error().message();
+    }
+  }
+  const auto lines = vmm.get();
+  ASSERT_EQ(lines.size(), answers.size());
+  for (const auto& line : lines) EXPECT_EQ(line, "CONNECT 5200\n");
+
+  // A VMM that never accepts: the first connect waits in its backlog (of
+  // one) for the OK that never comes, the next finds the backlog full.
+  const std::string silent = a.root() + "/silent.sock";
+  unique_fd quiet(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_un addr = unix_address(silent);
+  ASSERT_EQ(::bind(quiet.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(quiet.get(), 0), 0);
+  a.cli_ok({"vm", "create", "silent", "--hybrid-vsock", silent});
+  auto waiting = std::async(std::launch::async, [&] { return connect_to("silent"); });
+  // The first is in the backlog once the socket shows a pending connection.
+  ASSERT_TRUE(readable(quiet.get(), 10s));
+  auto full = connect_to("silent");
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code(), make_error_code(errc::backlog_full)) << full.error().message();
+  auto timed_out = waiting.get();
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(timed_out.error().code(), make_error_code(errc::timed_out))
+      << timed_out.error().message();
+  EXPECT_NE(timed_out.error().message().find("did not answer CONNECT 5200"), std::string::npos)
+      << timed_out.error().message();
+
+  // Nothing of that reached anyone else: the switch serves on.
+  auto l = listener::listen({vm_id_wildcard, port}, {.control_socket = a.control_socket("host")});
+  ASSERT_TRUE(l) << l.error().message();
+  auto s = hvsock::connect({vm_id_loopback, port}, {.control_socket = a.control_socket("host")});
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_TRUE(l->accept(5s));
 }
 
 }  // namespace
