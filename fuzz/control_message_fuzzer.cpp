@@ -170,7 +170,7 @@ class fuzz_run {
                                 .max_clients_per_partition = clients_per_partition,
                                 .management_reserve = management_reserve,
                                 .first_message_timeout = std::chrono::milliseconds(0)},
-        [](const std::string& line) {
+        [](log_level, const std::string& line) {
           if (setup->log) std::fprintf(stderr, "hvsockd: %s\n", line.c_str());
         });
     for (const partition* p : setup->partitions.list())

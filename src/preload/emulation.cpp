@@ -115,12 +115,18 @@ result<unique_fd> open_control() {
   return detail::open_control(*control_socket);
 }
 
+socket_type type_of(int kernel_type) {
+  return kernel_type == SOCK_SEQPACKET ? socket_type::seqpacket : socket_type::stream;
+}
+
 // A bind_request with backlog 0 on `control`: the address is reserved for
-// as long as that connection stays open. 0, or the errno.
-int reserve_on(int control, const endpoint& local) {
+// as long as that connection stays open, for a listener of `type` (the
+// kernel's type, SOCK_STREAM or SOCK_SEQPACKET). 0, or the errno.
+int reserve_on(int control, const endpoint& local, int type) {
   auto request = wire::make<wire::bind_request>(wire::message_type::bind_request);
   request.local = wire::to_raw(local);
   request.backlog = 0;
+  request.socket_type = wire::to_wire(type_of(type));
   if (auto sent = detail::send_message(control, wire::as_bytes(request)); !sent)
     return errno_for(sent.error());
   wire::reply reply{};
@@ -128,10 +134,10 @@ int reserve_on(int control, const endpoint& local) {
 }
 
 // The same on a new control connection, kept in `held`.
-int reserve(const endpoint& local, unique_fd& held) {
+int reserve(const endpoint& local, int type, unique_fd& held) {
   auto control = open_control();
   if (!control) return errno_for(control.error());
-  if (const int err = reserve_on(control->get(), local)) return err;
+  if (const int err = reserve_on(control->get(), local, type)) return err;
   held = std::move(*control);
   return 0;
 }
@@ -171,13 +177,13 @@ std::uint32_t port_of(const service_id& service) {
 // Once hvsockd has connected the socket, a failed connect cannot leave it
 // unconnected; a fresh socket with the same flags takes its place, as
 // after a refused kernel connect the socket is unconnected again.
-void renew_if_connected(int fd) {
+void renew_if_connected(int fd, int type) {
   sockaddr_storage peer{};
   socklen_t len = sizeof peer;
   if (real::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
   const int status = real::fcntl_int(fd, F_GETFL, 0);
   const int fd_flags = real::fcntl_int(fd, F_GETFD, 0);
-  const int fresh = real::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fresh = real::socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
   if (fresh < 0) return;
   real::dup3(fresh, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0);
   real::close(fresh);
@@ -241,15 +247,20 @@ int emulated_socket_call(int domain, int type, int protocol) {
   const int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (domain == AF_VSOCK) {
     if (protocol != 0 && protocol != PF_VSOCK) return fail(EPROTONOSUPPORT);
-    if (base != SOCK_STREAM) return fail(ESOCKTNOSUPPORT);  // docs/compatibility.md
+    // No SOCK_DGRAM (docs/compatibility.md): as a kernel without a
+    // datagram transport.
+    if (base != SOCK_STREAM && base != SOCK_SEQPACKET) return fail(ESOCKTNOSUPPORT);
   } else {
     if (base != SOCK_STREAM) return fail(ESOCKTNOSUPPORT);
     if (protocol != hv_protocol_raw && protocol != 0) return fail(EPROTONOSUPPORT);
   }
-  const int fd = real::socket(AF_UNIX, SOCK_STREAM | flags, 0);
+  // A stream is an AF_UNIX stream, a seqpacket socket an AF_UNIX seqpacket
+  // socket: data calls go to the kernel as they are.
+  const int fd = real::socket(AF_UNIX, base | flags, 0);
   if (fd < 0) return -1;
   auto s = socket_table::instance().make_socket();
   s->family = domain;
+  s->type = base;
   socket_table::instance().set(fd, std::move(s));
   return fd;
 }
@@ -272,7 +283,7 @@ int emulated_bind(emulated_socket& s, const sockaddr* addr, socklen_t len) {
       const std::uint32_t port = any_port ? random_ephemeral_port() : want.svm_port;
       const endpoint local{vm_id_wildcard, service_id_from_port(port)};
       unique_fd held;
-      err = reserve(local, held);
+      err = reserve(local, s.type, held);
       if (err == 0) {
         s.reservation = held.release();
         s.state = socket_state::bound;
@@ -287,7 +298,7 @@ int emulated_bind(emulated_socket& s, const sockaddr* addr, socklen_t len) {
   auto local = endpoint_from_sockaddr_hv(addr, len);
   if (!local) return fail(len < sizeof(sockaddr_hv) ? EINVAL : EAFNOSUPPORT);
   unique_fd held;
-  if (const int err = reserve(*local, held)) return fail(err);
+  if (const int err = reserve(*local, s.type, held)) return fail(err);
   s.reservation = held.release();
   s.state = socket_state::bound;
   s.local = *local;
@@ -337,7 +348,7 @@ int try_listen_again(int fd, emulated_socket& s, std::uint64_t seen) {
   if (s.listen_generation != seen) return 0;
   auto control = open_control();
   if (!control) return EAGAIN;
-  int err = reserve_on(control->get(), s.local);
+  int err = reserve_on(control->get(), s.local, s.type);
   if (err == 0) err = listen_on(fd, s, control->get(), s.backlog);
   if (err == 0) {
     ++s.listen_generation;
@@ -390,11 +401,12 @@ int listen_again(int fd, emulated_socket& s, std::uint64_t seen, bool blocking) 
 
 int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, int flags) {
   if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return fail(EINVAL);
-  int family = 0;
+  int family = 0, type = SOCK_STREAM;
   {
     std::lock_guard guard(s.lock);
     if (s.state != socket_state::listening) return fail(EINVAL);
     family = s.family;
+    type = s.type;
   }
   // Not under the socket's lock: a blocking accept must not stop others.
   std::array<std::byte, wire::max_message_size + 1> buf{};
@@ -434,6 +446,7 @@ int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, 
   }
   auto accepted = socket_table::instance().make_socket();
   accepted->family = family;
+  accepted->type = type;
   accepted->state = socket_state::connected;
   accepted->local = wire::from_raw(incoming->local);
   accepted->peer = wire::from_raw(incoming->peer);
@@ -453,6 +466,7 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
   if (s.state == socket_state::listening) return fail(EINVAL);
   auto request =
       wire::make<wire::connect_socket_request>(wire::message_type::connect_socket_request);
+  request.socket_type = wire::to_wire(type_of(s.type));
   vsock_address peer_vsock;
   if (s.family == AF_VSOCK) {
     sockaddr_vm to;
@@ -484,7 +498,7 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
   const bool non_blocking = real::fcntl_int(fd, F_GETFL, 0) & O_NONBLOCK;
   wire::reply reply{};
   if (const int err = await_reply(control->get(), timeout_of(s.connect_timeout), reply)) {
-    renew_if_connected(fd);
+    renew_if_connected(fd, s.type);
     s.state = socket_state::unbound;
     if (non_blocking) {
       s.pending_error = err;
@@ -539,7 +553,7 @@ int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, so
         if (s.pending_error != 0) return get_value(std::exchange(s.pending_error, 0), value, len);
         return pass_through;
       case SO_DOMAIN: return get_value(s.family, value, len);
-      case SO_TYPE: return get_value(int{SOCK_STREAM}, value, len);
+      case SO_TYPE: return get_value(s.type, value, len);
       case SO_PROTOCOL: return get_value(s.family == af_hyperv ? hv_protocol_raw : 0, value, len);
       case SO_ACCEPTCONN: return get_value(int{s.state == socket_state::listening}, value, len);
       default: return pass_through;

@@ -41,8 +41,9 @@ struct emulated_socket {
   emulated_socket& operator=(const emulated_socket&) = delete;
   ~emulated_socket();  // gives up a reservation still held
 
-  std::mutex lock;  // one operation at a time per socket (connect vs. bind, ...)
-  int family = 0;   // AF_VSOCK or af_hyperv; 0 for the /dev/vsock placeholder
+  std::mutex lock;         // one operation at a time per socket (connect vs. bind, ...)
+  int family = 0;          // AF_VSOCK or af_hyperv; 0 for the /dev/vsock placeholder
+  int type = SOCK_STREAM;  // or SOCK_SEQPACKET (AF_VSOCK only): the AF_UNIX fd's type too
   socket_state state = socket_state::unbound;
   // As the application sees it: sockaddr_vm fields for AF_VSOCK, endpoints
   // for AF_HYPERV (both kept, each family reports its own).

@@ -19,6 +19,8 @@
  * has its own sockets and ports and at most 10 s (alarm); the whole run takes
  * a few seconds.
  *
+ * SOCK_SEQPACKET has one case ("seqpacket").
+ *
  * Never run it on a build host: it opens AF_VSOCK sockets. The build for
  * the shim (HVSOCK_CONFORMANCE_UNDER_SHIM) refuses to start without it. */
 #define _GNU_SOURCE
@@ -78,6 +80,7 @@ static const char* errno_name(int e) {
     case ENODEV: return "ENODEV";
     case EINVAL: return "EINVAL";
     case EMFILE: return "EMFILE";
+    case EMSGSIZE: return "EMSGSIZE";
     case ENOTTY: return "ENOTTY";
     case EPIPE: return "EPIPE";
     case EDOM: return "EDOM";
@@ -1169,6 +1172,121 @@ static void case_fork(unsigned port) {
   check_transfer(c, s, "after", "the parent's fd still works after the child exits");
 }
 
+/* Whether the running kernel is older than major.minor. */
+static int kernel_before(int major, int minor) {
+  struct utsname uts;
+  int got_major = 0, got_minor = 0;
+  if (uname(&uts) != 0 || sscanf(uts.release, "%d.%d", &got_major, &got_minor) != 2) return 0;
+  return got_major < major || (got_major == major && got_minor < minor);
+}
+
+/* SOCK_SEQPACKET: boundaries, truncation, MSG_PEEK, MSG_EOR, the type kept
+ * apart from SOCK_STREAM, and the message size bound by the peer's buffer. */
+static int seq_socket(void) {
+  int fd = track(socket(AF_VSOCK, SOCK_SEQPACKET, 0));
+  if (fd < 0) setup_failed("socket(AF_VSOCK, SOCK_SEQPACKET)");
+  return fd;
+}
+
+static int recv_flags(int fd, char* buf, size_t size, int flags, int* msg_flags) {
+  struct iovec iov = {buf, size};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  int n = (int)recvmsg(fd, &msg, flags);
+  *msg_flags = msg.msg_flags;
+  return n;
+}
+
+static void case_seqpacket(unsigned port) {
+  static char big[300000], buf[70000];
+  for (size_t i = 0; i < sizeof big; ++i) big[i] = (char)(i * 131 + (i >> 9));
+  int l = track(socket(AF_VSOCK, SOCK_SEQPACKET, 0));
+  if (!check_ok(l, "socket(AF_VSOCK, SOCK_SEQPACKET, 0)")) return;
+  check_eq(get_int_opt(l, SOL_SOCKET, SO_TYPE), SOCK_SEQPACKET, "SO_TYPE is SOCK_SEQPACKET");
+  if (bind_vm(l, VMADDR_CID_ANY, port) != 0) GIVE_UP("bind seqpacket listener");
+  if (listen(l, 8) != 0) GIVE_UP("listen");
+  int c = seq_socket();
+  if (c < 0) return;
+  if (!check_ok(connect_vm(c, local_cid, port), "a seqpacket connect to a seqpacket listener"))
+    return;
+  int s = track(accept(l, NULL, NULL));
+  if (s < 0) GIVE_UP("accept");
+  check_eq(get_int_opt(s, SOL_SOCKET, SO_TYPE), SOCK_SEQPACKET, "accepted: SO_TYPE SOCK_SEQPACKET");
+
+  /* Each send is one message, received alone and whole. */
+  static const int sizes[] = {1, 4096, 65536};
+  for (int i = 0; i < 3; ++i)
+    if (send(c, big + i, (size_t)sizes[i], MSG_NOSIGNAL) != sizes[i]) GIVE_UP("send a message");
+  char what[80];
+  for (int i = 0; i < 3; ++i) {
+    snprintf(what, sizeof what, "a message of %d bytes is received alone", sizes[i]);
+    long n = recv(s, buf, sizeof buf, 0);
+    if (check_eq(n, sizes[i], what)) {
+      snprintf(what, sizeof what, "the message of %d bytes is intact", sizes[i]);
+      check_true(memcmp(buf, big + i, (size_t)sizes[i]) == 0, what, "equal", 0);
+    }
+  }
+
+  /* A short buffer keeps the start; the rest of that message is gone. */
+  int flags = 0;
+  if (send(c, "0123456789", 10, MSG_NOSIGNAL) != 10) GIVE_UP("send");
+  check_eq(recv_flags(s, buf, 4, 0, &flags), 4, "a 4-byte buffer takes 4 of a 10-byte message");
+  check_true((flags & MSG_TRUNC) != 0, "and recvmsg sets MSG_TRUNC", "MSG_TRUNC", flags);
+  if (send(c, "next", 4, MSG_NOSIGNAL) != 4) GIVE_UP("send");
+  check_eq(recv(s, buf, sizeof buf, 0), 4, "the next message arrives whole after a cut one");
+  if (send(c, "0123456789", 10, MSG_NOSIGNAL) != 10) GIVE_UP("send");
+  check_eq(recv(s, buf, 4, MSG_TRUNC), 10, "recv MSG_TRUNC returns the message's whole length");
+
+  /* MSG_PEEK leaves the message in place. */
+  if (send(c, "peek", 4, MSG_NOSIGNAL) != 4) GIVE_UP("send");
+  /* 6.1 refuses MSG_PEEK on SOCK_SEQPACKET (ENOMEM); 6.12 peeks. The
+   * shim follows 6.12. */
+  long peeked = recv(s, buf, sizeof buf, MSG_PEEK);
+  int peek_errno = errno;
+  if (kernel_before(6, 12) && peeked == -1 && peek_errno == ENOMEM)
+    printf("info: seqpacket: recv MSG_PEEK -> ENOMEM on this kernel (6.12 peeks)\n");
+  else
+    check_eq(peeked, 4, "recv MSG_PEEK returns the message");
+  check_eq(recv(s, buf, sizeof buf, 0), 4, "the message is received (after the peek)");
+
+  /* MSG_EOR: the receiver sees it where the sender set it. */
+  if (send(c, "eor", 3, MSG_NOSIGNAL | MSG_EOR) != 3) GIVE_UP("send MSG_EOR");
+  check_eq(recv_flags(s, buf, sizeof buf, 0, &flags), 3, "a message sent with MSG_EOR");
+  check_true((flags & MSG_EOR) != 0, "its receiver sees MSG_EOR", "MSG_EOR", flags);
+  if (send(c, "no", 2, MSG_NOSIGNAL) != 2) GIVE_UP("send");
+  check_eq(recv_flags(s, buf, sizeof buf, 0, &flags), 2, "a message sent without MSG_EOR");
+  check_eq(flags & MSG_EOR, 0, "its receiver sees no MSG_EOR");
+
+  /* A message larger than the peer's buffer (256 KiB by default). */
+  /* 6.12 says EMSGSIZE; 6.1 turned every error of the transport's enqueue
+   * into ENOMEM. */
+  check_err(send(c, big, sizeof big, MSG_NOSIGNAL), kernel_before(6, 12) ? ENOMEM : EMSGSIZE,
+            "a message over the peer's buffer size (256 KiB) -> EMSGSIZE (6.1: ENOMEM)");
+
+  /* The types never meet: a connect of the other type is reset. */
+  int sc = new_socket(0);
+  if (sc < 0) return;
+  check_err(connect_vm(sc, local_cid, port), ECONNRESET,
+            "a stream connect to a seqpacket listener -> ECONNRESET");
+  int stream_listener = new_listener(port + 1, 8);
+  if (stream_listener < 0) return;
+  int c2 = seq_socket();
+  if (c2 < 0) return;
+  check_err(connect_vm(c2, local_cid, port + 1), ECONNRESET,
+            "a seqpacket connect to a stream listener -> ECONNRESET");
+  /* One address space for both types. */
+  int other = new_socket(0);
+  if (other < 0) return;
+  check_err(bind_vm(other, VMADDR_CID_ANY, port), EADDRINUSE,
+            "a stream bind of a seqpacket listener's port -> EADDRINUSE");
+
+  /* The end: 0 once the peer closed. */
+  drop(c);
+  check_eq(recv(s, buf, sizeof buf, 0), 0, "after the peer closed, recv returns 0");
+}
+
 /* ---- runner ------------------------------------------------------------------ */
 
 struct test_case {
@@ -1192,6 +1310,7 @@ static const struct test_case cases[] = {
     {"sockopts", case_sockopts},
     {"ioctl", case_ioctl},
     {"fork", case_fork},
+    {"seqpacket", case_seqpacket},
 };
 
 static void on_alarm(int sig) {
