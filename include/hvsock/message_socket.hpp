@@ -73,6 +73,7 @@ class message_socket {
   unique_fd fd_;
   endpoint local_{};
   endpoint peer_{};
+  int domain_ = 0;  // AF_UNIX (emulated) or AF_VSOCK (kernel): how boundaries are marked
 };
 
 // A listener for message connections. listen_options apply as they are

@@ -11,12 +11,14 @@
 #include <hvsock/message_socket.hpp>
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <linux/vm_sockets.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "sys/socket_ops.hpp"
@@ -38,8 +40,8 @@ constexpr std::size_t unix_send_overhead = 32;
 }  // namespace
 
 message_socket::message_socket(unique_fd fd, endpoint local, endpoint peer)
-    : fd_(std::move(fd)), local_(local), peer_(peer) {
-  if (fd_ && domain_of(fd_.get()) == AF_UNIX) {
+    : fd_(std::move(fd)), local_(local), peer_(peer), domain_(fd_ ? domain_of(fd_.get()) : 0) {
+  if (domain_ == AF_UNIX) {
     const int on = 1;
     (void)::setsockopt(fd_.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
   }
@@ -59,7 +61,7 @@ result<message_socket> message_socket::connect(const endpoint& target,
 result<void> message_socket::send(std::span<const std::byte> message) {
   const std::string what = "send to " + peer_.to_string();
   if (!fd_) return make_error(errc::not_connected, "send");
-  const int flags = MSG_NOSIGNAL | (domain_of(fd_.get()) == AF_VSOCK ? MSG_EOR : 0);
+  const int flags = MSG_NOSIGNAL | (domain_ == AF_VSOCK ? MSG_EOR : 0);
   for (;;) {
     const ssize_t n = ::send(fd_.get(), message.data(), message.size(), flags);
     if (n >= 0) {
@@ -85,7 +87,7 @@ result<void> message_socket::send(std::span<const std::byte> message) {
 result<receive_result> message_socket::receive(std::span<std::byte> buffer) {
   const std::string what = "receive from " + peer_.to_string();
   if (!fd_) return make_error(errc::not_connected, "receive");
-  const bool vsock = domain_of(fd_.get()) == AF_VSOCK;
+  const bool vsock = domain_ == AF_VSOCK;
   for (;;) {
     iovec iov{buffer.data(), buffer.size()};
     alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(64)> control{};
@@ -101,6 +103,16 @@ result<receive_result> message_socket::receive(std::span<std::byte> buffer) {
       if (errno == EAGAIN) return make_error(errc::would_block, what);
       return make_system_error(errno, what);
     }
+    // A peer may pass fds along (SCM_RIGHTS): never keep them.
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int passed = -1;
+        std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+        ::close(passed);
+      }
+    }
     receive_result got;
     got.length = static_cast<std::size_t>(n);
     got.size = std::min(got.length, buffer.size());
@@ -115,7 +127,7 @@ result<receive_result> message_socket::receive(std::span<std::byte> buffer) {
 
 result<std::size_t> message_socket::max_message_size() const {
   if (!fd_) return make_error(errc::not_connected, "max_message_size");
-  if (domain_of(fd_.get()) == AF_VSOCK) {
+  if (domain_ == AF_VSOCK) {
     // The kernel refuses a message larger than the peer's buffer size; the
     // peers here are libhvsock's or the kernel's, sized alike: ours it is.
     unsigned long long size = 0;

@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <linux/sockios.h>
 #include <linux/vm_sockets.h>
 
 #include <algorithm>
@@ -629,6 +630,17 @@ int emulated_setsockopt(emulated_socket& s, int level, int name, const void* val
 }
 
 int emulated_ioctl(emulated_socket& s, unsigned long request, void* arg) {
+  if (request == SIOCOUTQ && s.family != 0) {
+    // As 6.12's vsock: the bytes not yet handed to the peer. AF_UNIX hands
+    // them over in send(), so 0; AF_UNIX's own answer (the peer's unread
+    // bytes) is not what vsock programs expect. No transport yet: EOPNOTSUPP.
+    std::lock_guard guard(s.lock);
+    if (s.state != socket_state::connected) return fail(EOPNOTSUPP);
+    if (arg == nullptr) return fail(EFAULT);
+    const int none = 0;
+    std::memcpy(arg, &none, sizeof none);
+    return 0;
+  }
   if (request != IOCTL_VM_SOCKETS_GET_LOCAL_CID) return pass_through;
   if (s.family != 0) return fail(EOPNOTSUPP);  // only /dev/vsock answers it
   if (arg == nullptr) return fail(EFAULT);

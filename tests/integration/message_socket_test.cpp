@@ -1,13 +1,16 @@
 // message_socket and message_listener against a real hvsockd: boundaries at
 // every size, truncation, the end of messages after an empty one, the
 // switch keeping stream and seqpacket apart, and the counters.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
+#include <cstring>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
 
@@ -153,6 +156,36 @@ TEST_F(MessageSocketTest, AMessageTooLongIsRefusedWholeAndNothingIsSent) {
   auto got = a.receive(buffer);
   ASSERT_TRUE(got);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(buffer.data()), got->size), "after");
+}
+
+TEST_F(MessageSocketTest, FdsAPeerPassesAlongAreNotKept) {
+  auto [c, a] = connected_pair();
+  ASSERT_TRUE(c.is_open() && a.is_open());
+  // The peer (another partition's program) attaches an fd to a message.
+  int passed[2];
+  ASSERT_EQ(::pipe2(passed, O_CLOEXEC), 0);
+  char text[] = "with an fd";
+  iovec iov{text, sizeof text - 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &passed[0], sizeof(int));
+  ASSERT_EQ(::sendmsg(c.native_handle(), &msg, MSG_NOSIGNAL), 10) << std::strerror(errno);
+  ::close(passed[0]);
+  ::close(passed[1]);
+  const int before = count_open_fds(::getpid());
+  std::array<std::byte, 32> buffer;
+  auto got = a.receive(buffer);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->size, 10u);
+  EXPECT_EQ(count_open_fds(::getpid()), before) << "the passed fd was kept";
 }
 
 TEST_F(MessageSocketTest, NonBlockingReceiveAndPoll) {
