@@ -65,8 +65,12 @@ try_connect("the socket broker", f"{runtime_dir}/broker.sock", socket.SOCK_STREA
 try_connect("the host's control socket", f"{runtime_dir}/partitions/host/control.sock")
 for other in other_partitions:
     try_connect(f"partition {other}'s control socket", f"{runtime_dir}/partitions/{other}/control.sock")
-try_connect("a vhost-user socket", f"{runtime_dir}/vhost-user/{other_partitions[0]}.sock",
-            socket.SOCK_STREAM)
+# A QEMU partition's sockets (escape_test.sh checks they exist on the host).
+for other in other_partitions:
+    try_connect(f"partition {other}'s vhost-user socket", f"{runtime_dir}/vhost-user/{other}.sock",
+                socket.SOCK_STREAM)
+    try_connect(f"partition {other}'s hybrid vsock socket", f"{runtime_dir}/hybrid/{other}.sock",
+                socket.SOCK_STREAM)
 # Relative to a working directory inside the runtime dir (escape_test.sh
 # starts us there; the sandbox entered it again by path).
 try_connect("the management socket from the working directory", "hvsockd.sock",

@@ -36,6 +36,11 @@ mkdir -p "$work/hostproc"
 mount -t proc proc "$work/hostproc"
 umount_hostproc() { umount -l "$work/hostproc" 2>/dev/null || true; }
 trap 'umount_hostproc; test_lib_cleanup' EXIT
+# The QEMU partition's sockets are there to be tried: a refusal means the
+# sandbox hid them, not that they never existed.
+for sock in "$work/run/vhost-user/vm9.sock" "$work/run/hybrid/vm9.sock"; do
+  [[ -S $sock ]] || fail "$sock does not exist on the host"
+done
 (
   cd "$work/run"
   exec 7<"$work/run"
