@@ -65,6 +65,10 @@ def wait_for_line(path, pattern, seconds, process=None):
     fail(f"no line matching {pattern!r} within {seconds} s", path)
 
 
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def families_of(text):
     return {f.name: f for f in text_string_to_metric_families(text)}
 
@@ -232,6 +236,7 @@ def main():
             print("ok: hvsock stats --format prometheus parses to the same families and counts")
 
             # Bad requests get an HTTP error and are closed.
+            fds_before = open_fds(daemon.pid)
             for what, data, status in [
                     ("garbage", b"\x16\x03\x01hello\r\n\r\n", b"400"),
                     ("POST", b"POST /metrics HTTP/1.1\r\n\r\n", b"405"),
@@ -241,6 +246,14 @@ def main():
                 if not answer.startswith(b"HTTP/1.1 " + status):
                     fail(f"{what}: answered {answer[:80]!r}", log)
             print("ok: garbage 400, POST 405, unknown path 404, oversize head 431")
+            # hvsockd half-closes after its answer and waits for the client's
+            # close: wait until it took in the last one, or a silent client
+            # below could be answered 503 for it.
+            deadline = time.monotonic() + 20
+            while open_fds(daemon.pid) > fds_before:
+                if time.monotonic() > deadline:
+                    fail("hvsockd kept the bad requests' connections open", log)
+                time.sleep(0.02)
 
             # Silent clients: the cap, then the switch still serves.
             host, port = address.rsplit(":", 1)
