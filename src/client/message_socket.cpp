@@ -147,12 +147,7 @@ result<std::size_t> message_socket::max_message_size() const {
 
 result<void> message_socket::shutdown(shutdown_how how) {
   if (!fd_) return make_error(errc::not_connected, "shutdown");
-  const int mode = how == shutdown_how::read    ? SHUT_RD
-                   : how == shutdown_how::write ? SHUT_WR
-                                                : SHUT_RDWR;
-  if (::shutdown(fd_.get(), mode) < 0)
-    return make_system_error(errno, "shutdown " + peer_.to_string());
-  return {};
+  return detail::shutdown_socket(fd_.get(), how, peer_.to_string());
 }
 
 result<void> message_socket::set_non_blocking(bool enabled) {

@@ -69,11 +69,7 @@ result<void> stream::write_all(const void* data, std::size_t size) {
 
 result<void> stream::shutdown(shutdown_how how) {
   if (!fd_) return make_error(errc::not_connected, "shutdown");
-  const int mode = how == shutdown_how::read    ? SHUT_RD
-                   : how == shutdown_how::write ? SHUT_WR
-                                                : SHUT_RDWR;
-  if (::shutdown(fd_.get(), mode) < 0) return make_system_error(errno, "shutdown " + describe());
-  return {};
+  return detail::shutdown_socket(fd_.get(), how, describe());
 }
 
 result<void> stream::set_non_blocking(bool enabled) {

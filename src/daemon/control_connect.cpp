@@ -35,7 +35,7 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
     return connect_into_hybrid_vm(c, *source, target, *decision, unique_fd());
   if (decision->guest_port) {
     unique_fd device_end;
-    if (auto made = make_stream_pair(connector_end); !made) {
+    if (auto made = make_pair(socket_type::stream, connector_end); !made) {
       count_refusal(source->name, target, made.error());
       return refuse(c, made.error());
     } else {
@@ -45,10 +45,8 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
                               std::move(connector_end));
   }
   const endpoint connector_local{source->id, service_id_from_port(next_ephemeral_port(c))};
-  auto queued = hand_to_listener(*source, target, *decision, connector_local, *type, [&]() {
-    return *type == socket_type::seqpacket ? make_seqpacket_pair(connector_end)
-                                           : make_stream_pair(connector_end);
-  });
+  auto queued = hand_to_listener(*source, target, *decision, connector_local, *type,
+                                 [&]() { return make_pair(*type, connector_end); });
   if (!queued) return refuse(c, queued.error());
   reply_connected(c, *source, target, connector_local, *decision, connector_end.get());
 }
@@ -234,25 +232,21 @@ void control_server::refuse_seqpacket_into_vm(client& c, const partition& source
   refuse(c, why);
 }
 
-result<unique_fd> control_server::make_stream_pair(unique_fd& other_end) {
+result<unique_fd> control_server::make_pair(socket_type type, unique_fd& other_end) {
+  const bool seqpacket = type == socket_type::seqpacket;
   int ends[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) < 0)
-    return make_system_error(errno, "the switch could not create a stream");
-  other_end.reset(ends[1]);
-  return unique_fd(ends[0]);
-}
-
-result<unique_fd> control_server::make_seqpacket_pair(unique_fd& other_end) {
-  int ends[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) < 0)
-    return make_system_error(errno, "the switch could not create a seqpacket connection");
+  if (::socketpair(AF_UNIX, (seqpacket ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC, 0, ends) < 0)
+    return make_system_error(
+        errno, fmt::format("the switch could not create a {} connection", to_string(type)));
   other_end.reset(ends[1]);
   unique_fd end(ends[0]);
-  // Linux doubles the value and refuses a message over that less 32 bytes.
-  const int wanted = (seqpacket_message_size + 4096) / 2;
-  for (int fd : {end.get(), other_end.get()}) {
-    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &wanted, sizeof wanted) < 0)
-      (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &wanted, sizeof wanted);
+  if (seqpacket) {
+    // Linux doubles the value and refuses a message over that less 32 bytes.
+    const int wanted = (seqpacket_message_size + 4096) / 2;
+    for (int fd : {end.get(), other_end.get()}) {
+      if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &wanted, sizeof wanted) < 0)
+        (void)::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &wanted, sizeof wanted);
+    }
   }
   return end;
 }

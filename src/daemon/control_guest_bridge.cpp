@@ -69,7 +69,7 @@ result<unique_fd> control_server::connect_from_guest(const std::string& guest_na
   unique_fd device_end;
   auto queued = hand_to_listener(
       *source, target, *decision, endpoint{source->id, service_id_from_port(src_port)},
-      socket_type::stream, [&]() { return make_stream_pair(device_end); });
+      socket_type::stream, [&]() { return make_pair(socket_type::stream, device_end); });
   if (!queued) return queued.error();
   return device_end;
 }

@@ -225,10 +225,9 @@ class control_server {
                        int connector_end);
   std::uint32_t next_ephemeral_port(const client& c);
   result<socket_broker*> socket_broker_for_clients(socket_type type);
-  // A new AF_UNIX stream pair: returns one end, puts the other in `other_end`.
-  static result<unique_fd> make_stream_pair(unique_fd& other_end);
-  // A new AF_UNIX seqpacket pair, both ends sized for seqpacket_message_size.
-  static result<unique_fd> make_seqpacket_pair(unique_fd& other_end);
+  // A new AF_UNIX pair of `type`: returns one end, puts the other in
+  // `other_end`. A seqpacket pair's ends are sized for seqpacket_message_size.
+  static result<unique_fd> make_pair(socket_type type, unique_fd& other_end);
   // A seqpacket connect into a VM whose listeners are in its own kernel (a
   // QEMU guest, a hybrid vsock VM): refused, counted and logged.
   void refuse_seqpacket_into_vm(client& c, const partition& source, const endpoint& target,

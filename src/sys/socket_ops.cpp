@@ -95,6 +95,14 @@ result<void> wait_ready(int fd, short events, std::optional<std::chrono::millise
   }
 }
 
+result<void> shutdown_socket(int fd, shutdown_how how, const std::string& what) {
+  const int mode = how == shutdown_how::read    ? SHUT_RD
+                   : how == shutdown_how::write ? SHUT_WR
+                                                : SHUT_RDWR;
+  if (::shutdown(fd, mode) < 0) return make_system_error(errno, "shutdown " + what);
+  return {};
+}
+
 result<void> set_non_blocking(int fd, bool enabled) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0) return make_system_error(errno, "fcntl(F_GETFL)");

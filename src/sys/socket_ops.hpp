@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include <hvsock/result.hpp>
+#include <hvsock/stream.hpp>
 #include <hvsock/unique_fd.hpp>
 
 namespace hvsock::detail {
@@ -48,6 +49,8 @@ result<unique_fd> listen_unix(const std::string& path, int type,
 result<void> wait_ready(int fd, short events, std::optional<std::chrono::milliseconds> timeout);
 
 result<void> set_non_blocking(int fd, bool enabled);
+// shutdown(2) with hvsock's direction; `what` names the peer in errors.
+result<void> shutdown_socket(int fd, shutdown_how how, const std::string& what);
 bool is_non_blocking(int fd);
 
 }  // namespace hvsock::detail
