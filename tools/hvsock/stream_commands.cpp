@@ -25,6 +25,10 @@
 namespace hvsock::cli {
 namespace {
 
+// The socket for poll, or -1 when nothing is wanted from it: poll reports
+// POLLHUP whatever the events asked, and a closed peer would spin the loop.
+int socket_fd_if(int sock, short wanted) { return wanted != 0 ? sock : -1; }
+
 // The copy loop. The socket is non-blocking so that neither direction can
 // stall the other: a peer that writes a lot before it reads (as `cat` in a
 // pipe does) must not deadlock against our own pending writes. Returns the
@@ -41,9 +45,9 @@ int copy_both_ways(stream& s, bool read_stdin) {
   for (;;) {
     const bool pending = out_begin < out_end;
     if (!stdin_open && !pending && !socket_open) return 0;
-    pollfd fds[2] = {
-        {stdin_open && !pending ? STDIN_FILENO : -1, POLLIN, 0},
-        {sock, static_cast<short>((socket_open ? POLLIN : 0) | (pending ? POLLOUT : 0)), 0}};
+    const auto wanted = static_cast<short>((socket_open ? POLLIN : 0) | (pending ? POLLOUT : 0));
+    pollfd fds[2] = {{stdin_open && !pending ? STDIN_FILENO : -1, POLLIN, 0},
+                     {socket_fd_if(sock, wanted), wanted, 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       fail(std::string("poll: ") + std::strerror(errno));
@@ -96,9 +100,10 @@ int copy_messages(message_socket& s, bool read_stdin) {
       write_shut = true;
     }
     if (!stdin_open && out.empty() && !socket_open) return 0;
-    pollfd fds[2] = {
-        {stdin_open && out.empty() ? STDIN_FILENO : -1, POLLIN, 0},
-        {sock, static_cast<short>((socket_open ? POLLIN : 0) | (out.empty() ? 0 : POLLOUT)), 0}};
+    const auto wanted =
+        static_cast<short>((socket_open ? POLLIN : 0) | (out.empty() ? 0 : POLLOUT));
+    pollfd fds[2] = {{stdin_open && out.empty() ? STDIN_FILENO : -1, POLLIN, 0},
+                     {socket_fd_if(sock, wanted), wanted, 0}};
     if (::poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       fail(std::string("poll: ") + std::strerror(errno));
