@@ -12,7 +12,11 @@
 // Message size: the socket's send buffer bounds one message. Under the
 // emulated transport hvsockd sizes both ends for max_message_size() (it
 // needs CAP_NET_ADMIN to go past the system's net.core.wmem_max); a larger
-// message fails with message_too_long and sends nothing.
+// message fails with message_too_long and sends nothing. Inside a guest
+// (kernel transport) the bound is this socket's SO_VM_SOCKETS_BUFFER_SIZE;
+// the kernel itself refuses a message larger than the smaller of both ends'
+// buffer sizes (EMSGSIZE on Linux 6.12, ENOMEM on 6.1), which send() also
+// reports as message_too_long.
 #pragma once
 
 #include <chrono>

@@ -61,7 +61,23 @@ result<message_socket> message_socket::connect(const endpoint& target,
 result<void> message_socket::send(std::span<const std::byte> message) {
   const std::string what = "send to " + peer_.to_string();
   if (!fd_) return make_error(errc::not_connected, "send");
-  const int flags = MSG_NOSIGNAL | (domain_ == AF_VSOCK ? MSG_EOR : 0);
+  const bool vsock = domain_ == AF_VSOCK;
+  const auto too_long = [&] {
+    auto limit = max_message_size();
+    return failure(errc::message_too_long,
+                   what + ": a message of " + std::to_string(message.size()) +
+                       " bytes is larger than this socket carries (" +
+                       (limit ? std::to_string(*limit) + " bytes" : std::string("unknown")) + ")");
+  };
+  // The kernel's vsock bounds a message by the PEER's buffer size, which
+  // this end cannot read; libhvsock sizes both ends alike, so this socket's
+  // own SO_VM_SOCKETS_BUFFER_SIZE is the bound send() keeps to, whatever
+  // the peer would take. Checked first, so that no kernel sees a message
+  // max_message_size() says does not fit.
+  if (vsock) {
+    if (auto limit = max_message_size(); limit && message.size() > *limit) return too_long();
+  }
+  const int flags = MSG_NOSIGNAL | (vsock ? MSG_EOR : 0);
   for (;;) {
     const ssize_t n = ::send(fd_.get(), message.data(), message.size(), flags);
     if (n >= 0) {
@@ -72,14 +88,9 @@ result<void> message_socket::send(std::span<const std::byte> message) {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN) return make_error(errc::would_block, what);
-    if (errno == EMSGSIZE) {
-      auto limit = max_message_size();
-      return failure(errc::message_too_long,
-                     what + ": a message of " + std::to_string(message.size()) +
-                         " bytes is larger than this socket carries (" +
-                         (limit ? std::to_string(*limit) + " bytes" : std::string("unknown")) +
-                         ")");
-    }
+    // A peer with a smaller buffer than ours: 6.12 says EMSGSIZE, 6.1
+    // turned every error of the transport's enqueue into ENOMEM.
+    if (errno == EMSGSIZE || (vsock && errno == ENOMEM)) return too_long();
     return make_system_error(errno, what);
   }
 }

@@ -3,6 +3,9 @@
 // the loopback CID, since no host device is involved. Prints one line per
 // check and exits 0 only when all pass.
 #include <poll.h>
+#include <sys/socket.h>
+
+#include <linux/vm_sockets.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include <hvsock/hvsock.hpp>
+#include <hvsock/message_socket.hpp>
 
 namespace {
 
@@ -38,6 +42,47 @@ std::vector<std::byte> read_to_eof(hvsock::stream& s) {
     if (!n || *n == 0) return data;
     data.insert(data.end(), buf, buf + *n);
   }
+}
+
+// message_socket over AF_VSOCK SOCK_SEQPACKET: a message too big is
+// message_too_long both when this end's own buffer size refuses it and when
+// the kernel does (the peer's smaller buffer: EMSGSIZE on 6.12, ENOMEM on 6.1).
+void check_messages() {
+  const auto service = hvsock::service_id_from_port(5001);
+  auto l = hvsock::message_listener::listen({hvsock::vm_id_wildcard, service});
+  check(l.has_value(), "message listen" + (l ? "" : ": " + l.error().message()));
+  if (!l) return;
+  auto c = hvsock::message_socket::connect({hvsock::vm_id_loopback, service});
+  check(c.has_value(), "message connect" + (c ? "" : ": " + c.error().message()));
+  if (!c) return;
+  auto a = l->accept(10s);
+  check(a.has_value(), "message accept" + (a ? "" : ": " + a.error().message()));
+  if (!a) return;
+  auto limit = c->max_message_size();
+  check(limit.has_value() && *limit > 8192, "max_message_size of a vsock message socket");
+  if (!limit) return;
+  std::vector<std::byte> data(*limit + 1, std::byte{0x5a});
+  auto over = c->send(std::span(data));
+  check(!over && over.error().code() == hvsock::errc::message_too_long,
+        "a message over this socket's own buffer size is message_too_long");
+  // The peer shrinks its buffer, and tells the sender so with a message.
+  const unsigned long long small = 4096;
+  check(::setsockopt(a->native_handle(), AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &small,
+                     sizeof small) == 0,
+        "the peer's buffer set to 4096");
+  check(a->send("hello").has_value(), "the peer sends a message");
+  std::byte buffer[64];
+  auto hello = c->receive(buffer);
+  check(hello && hello->length == 5, "and it arrives");
+  auto peer_small = c->send(std::span(data.data(), 8192));
+  check(!peer_small && peer_small.error().code() == hvsock::errc::message_too_long,
+        "a message over the peer's buffer size is message_too_long" +
+            (peer_small ? "" : ": " + peer_small.error().message()));
+  check(c->send(std::span(data.data(), 4096)).has_value(),
+        "a message of the peer's buffer size goes");
+  std::vector<std::byte> got(8192);
+  auto fits = a->receive(got);
+  check(fits && fits->length == 4096 && !fits->truncated(), "and arrives whole");
 }
 
 }  // namespace
@@ -100,6 +145,8 @@ int main() {
   auto sibling = hvsock::connect({hvsock::guid::generate(), service});
   check(!sibling && sibling.error().code() == hvsock::errc::network_unreachable,
         "a VmId other than PARENT/LOOPBACK is unreachable");
+
+  check_messages();
 
   std::printf("kernel transport: %d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
