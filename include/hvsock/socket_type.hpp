@@ -5,6 +5,7 @@
 // Linux's vsock does.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 namespace hvsock {
@@ -13,6 +14,11 @@ enum class socket_type {
   stream,     // SOCK_STREAM: hvsock::stream, hvsock::listener
   seqpacket,  // SOCK_SEQPACKET: hvsock::message_socket, hvsock::message_listener
 };
+
+// The largest message hvsock carries on every path: hvsockd's socket pairs,
+// its QEMU guests' vsock device and, inside a guest, the kernel transport's
+// SO_VM_SOCKETS_BUFFER_SIZE. Four times Linux vsock's default buffer.
+inline constexpr std::size_t max_seqpacket_message_size = std::size_t{1} << 20;
 
 constexpr std::string_view to_string(socket_type type) {
   return type == socket_type::stream ? "stream" : "seqpacket";

@@ -29,19 +29,19 @@ void control_server::handle_connect(client& c, const wire::connect_request& requ
   auto decision = route(*source, target);
   if (!decision) return refuse(c, decision.error());
   unique_fd connector_end;
-  if (decision->guest_port && *type == socket_type::seqpacket)
+  const bool hybrid = decision->guest_port && hybrid_vms_.contains(decision->target_name);
+  if (hybrid && *type == socket_type::seqpacket)
     return refuse_seqpacket_into_vm(c, *source, target, *decision);
-  if (decision->guest_port && hybrid_vms_.contains(decision->target_name))
-    return connect_into_hybrid_vm(c, *source, target, *decision, unique_fd());
+  if (hybrid) return connect_into_hybrid_vm(c, *source, target, *decision, unique_fd());
   if (decision->guest_port) {
     unique_fd device_end;
-    if (auto made = make_pair(socket_type::stream, connector_end); !made) {
+    if (auto made = make_pair(*type, connector_end); !made) {
       count_refusal(source->name, target, made.error());
       return refuse(c, made.error());
     } else {
       device_end = std::move(*made);
     }
-    return connect_into_guest(c, *source, target, *decision, std::move(device_end),
+    return connect_into_guest(c, *source, target, *decision, *type, std::move(device_end),
                               std::move(connector_end));
   }
   const endpoint connector_local{source->id, service_id_from_port(next_ephemeral_port(c))};
@@ -79,17 +79,18 @@ void control_server::handle_connect_socket(client& c, const wire::connect_socket
     if (!b) return b.error();
     return (*b)->connect(socket.get());
   };
-  if (decision->guest_port && *type == socket_type::seqpacket)
+  const bool hybrid = decision->guest_port && hybrid_vms_.contains(decision->target_name);
+  if (hybrid && *type == socket_type::seqpacket)
     return refuse_seqpacket_into_vm(c, *source, target, *decision);
-  if (decision->guest_port && hybrid_vms_.contains(decision->target_name))
-    return connect_into_hybrid_vm(c, *source, target, *decision, std::move(socket));
+  if (hybrid) return connect_into_hybrid_vm(c, *source, target, *decision, std::move(socket));
   if (decision->guest_port) {
     auto device_end = connect_socket();
     if (!device_end) {
       count_refusal(source->name, target, device_end.error());
       return refuse(c, device_end.error());
     }
-    return connect_into_guest(c, *source, target, *decision, std::move(*device_end), unique_fd());
+    return connect_into_guest(c, *source, target, *decision, *type, std::move(*device_end),
+                              unique_fd());
   }
   auto queued =
       hand_to_listener(*source, target, *decision, connector_local, *type, connect_socket);
@@ -225,8 +226,8 @@ void control_server::refuse_seqpacket_into_vm(client& c, const partition& source
                                               const endpoint& target,
                                               const route_decision& decision) {
   const failure why(errc::connection_refused,
-                    fmt::format("\"{}\" takes stream connections only: its vsock device "
-                                "does not carry SOCK_SEQPACKET",
+                    fmt::format("\"{}\" takes stream connections only: the hybrid vsock "
+                                "protocol does not carry SOCK_SEQPACKET",
                                 decision.target_name));
   count_refusal(source.name, target, why);
   refuse(c, why);

@@ -28,8 +28,8 @@ result<void> control_server::open_guest(const partition& p) {
   const std::string name = p.name;
   auto guest = qemu_guest::open(
       loop_, name, p.cid, vhost_user_socket_path(name), options_.sockets,
-      [this, name](std::uint32_t dst_port, std::uint32_t src_port) {
-        return connect_from_guest(name, dst_port, src_port);
+      [this, name](std::uint32_t dst_port, std::uint32_t src_port, socket_type type) {
+        return connect_from_guest(name, dst_port, src_port, type);
       },
       log_);
   if (!guest) return guest.error().with_context(fmt::format("QEMU partition \"{}\"", name));
@@ -43,8 +43,8 @@ result<void> control_server::open_guest(const partition& p) {
 }
 
 result<unique_fd> control_server::connect_from_guest(const std::string& guest_name,
-                                                     std::uint32_t dst_port,
-                                                     std::uint32_t src_port) {
+                                                     std::uint32_t dst_port, std::uint32_t src_port,
+                                                     socket_type type) {
   // The guest's kernel addressed CID 2, its parent; its own port is the
   // connector's service.
   const partition* source = partitions_.find(guest_name);
@@ -54,7 +54,7 @@ result<unique_fd> control_server::connect_from_guest(const std::string& guest_na
   // No hvsock listener: a host program may listen beside the hybrid socket,
   // as Firecracker's host side does.
   if (!decision && decision.error().code() == errc::connection_refused &&
-      source->parent == partitions_.host().id) {
+      type == socket_type::stream && source->parent == partitions_.host().id) {
     auto unix_listener = connect_hybrid_host_listener(guest_name, dst_port);
     if (unix_listener) {
       counters_.record_accepted(target.service, inode_of(unix_listener->get()), 0);
@@ -67,9 +67,9 @@ result<unique_fd> control_server::connect_from_guest(const std::string& guest_na
     return decision.error();
   }
   unique_fd device_end;
-  auto queued = hand_to_listener(
-      *source, target, *decision, endpoint{source->id, service_id_from_port(src_port)},
-      socket_type::stream, [&]() { return make_pair(socket_type::stream, device_end); });
+  auto queued = hand_to_listener(*source, target, *decision,
+                                 endpoint{source->id, service_id_from_port(src_port)}, type,
+                                 [&]() { return make_pair(type, device_end); });
   if (!queued) return queued.error();
   return device_end;
 }
@@ -105,8 +105,8 @@ void control_server::reattach_qemu_guests() {
 }
 
 void control_server::connect_into_guest(client& c, const partition& source, const endpoint& target,
-                                        const route_decision& decision, unique_fd device_end,
-                                        unique_fd connector_end) {
+                                        const route_decision& decision, socket_type type,
+                                        unique_fd device_end, unique_fd connector_end) {
   auto guest = guests_.find(decision.target_name);
   if (guest == guests_.end()) {  // cannot happen: QEMU partitions always have one
     const failure why(errc::connection_refused,
@@ -125,20 +125,21 @@ void control_server::connect_into_guest(client& c, const partition& source, cons
   // The answer may come at once (no QEMU attached, too many connections);
   // `c` must not be used after this call.
   guest->second->connect(
-      *decision.guest_port, std::move(device_end),
-      [this, id = c.id, source_name = source.name, target, decision,
+      *decision.guest_port, std::move(device_end), type,
+      [this, id = c.id, source_name = source.name, target, decision, type,
        inodes](result<std::uint32_t> host_port) {
         if (!host_port)  // the device's message names the port, not the VM
           host_port = failure(
               host_port.error().code(),
               fmt::format("VM \"{}\": {}", decision.target_name, host_port.error().message()));
-        on_guest_answer(id, source_name, target, decision, std::move(host_port), inodes);
+        on_guest_answer(id, source_name, target, decision, type, std::move(host_port), inodes);
       });
 }
 
 void control_server::on_guest_answer(std::uint64_t client_id, const std::string& source_name,
                                      const endpoint& target, const route_decision& decision,
-                                     result<std::uint32_t> host_port, std::array<ino_t, 2> inodes) {
+                                     socket_type type, result<std::uint32_t> host_port,
+                                     std::array<ino_t, 2> inodes) {
   auto it = clients_.find(client_id);
   if (!host_port) {
     count_refusal(source_name, target, host_port.error());
@@ -153,7 +154,7 @@ void control_server::on_guest_answer(std::uint64_t client_id, const std::string&
     close_client(client_id);
     return;
   }
-  counters_.record_accepted(target.service, inodes[0], inodes[1]);
+  counters_.record_accepted(target.service, inodes[0], inodes[1], type);
   partition_counters_.record_connection(source->name, decision.target_name);
   const unique_fd reply_fd = std::move(c.reply_fd);
   reply_connected(c, *source, target, endpoint{source->id, service_id_from_port(*host_port)},

@@ -68,7 +68,7 @@ void control_server::connect_from_hybrid(const std::string& vm_name, std::uint32
     log_(log_level::debug,
          fmt::format("{}: hybrid vsock CONNECT {}: asking VM \"{}\"", host.name, port, vm_name));
   guest->second->connect(
-      *decision->guest_port, std::move(stream),
+      *decision->guest_port, std::move(stream), socket_type::stream,
       [this, reply, host_name = host.name, target, vm_name,
        inode](result<std::uint32_t> host_port) {
         if (!host_port) {

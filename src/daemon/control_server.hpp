@@ -92,10 +92,10 @@ class control_server {
  public:
   // Ports of connectors' ephemeral service ids: from here up, wrapping.
   static constexpr std::uint32_t first_ephemeral_port = 0x80000000;
-  // The largest message a brokered seqpacket pair should carry whole: 1 MiB,
-  // four times Linux vsock's default buffer. Reached with SO_SNDBUFFORCE
-  // (CAP_NET_ADMIN); without it net.core.wmem_max caps it.
-  static constexpr int seqpacket_message_size = 1 << 20;
+  // The largest message a brokered seqpacket pair should carry whole
+  // (hvsock::max_seqpacket_message_size). Reached with SO_SNDBUFFORCE (CAP_NET_ADMIN);
+  // without it net.core.wmem_max caps it.
+  static constexpr int seqpacket_message_size = static_cast<int>(max_seqpacket_message_size);
 
   struct options {
     std::string runtime_dir;
@@ -228,8 +228,8 @@ class control_server {
   // A new AF_UNIX pair of `type`: returns one end, puts the other in
   // `other_end`. A seqpacket pair's ends are sized for seqpacket_message_size.
   static result<unique_fd> make_pair(socket_type type, unique_fd& other_end);
-  // A seqpacket connect into a VM whose listeners are in its own kernel (a
-  // QEMU guest, a hybrid vsock VM): refused, counted and logged.
+  // A seqpacket connect into a hybrid vsock VM (its protocol carries
+  // streams only): refused, counted and logged.
   void refuse_seqpacket_into_vm(client& c, const partition& source, const endpoint& target,
                                 const route_decision& decision);
   // The socket inode the counters know a stream end by (0 if unknown).
@@ -259,16 +259,17 @@ class control_server {
   void close_socket(std::string_view name);
   // Starts the connect into a QEMU guest; on_guest_answer finishes it.
   void connect_into_guest(client& c, const partition& source, const endpoint& target,
-                          const route_decision& decision, unique_fd device_end,
+                          const route_decision& decision, socket_type type, unique_fd device_end,
                           unique_fd connector_end);
   void on_guest_answer(std::uint64_t client_id, const std::string& source_name,
-                       const endpoint& target, const route_decision& decision,
+                       const endpoint& target, const route_decision& decision, socket_type type,
                        result<std::uint32_t> host_port, std::array<ino_t, 2> inodes);
-  // A guest's connect to its parent's port dst_port from its port src_port:
-  // the host-side stream, from an hvsock listener or, when none listens and
-  // the parent is the host, from a Unix listener at <hybrid socket>_<dst_port>.
+  // A guest's connect of `type` to its parent's port dst_port from its port
+  // src_port: the host-side socket, from an hvsock listener of that type or,
+  // for a stream when none listens and the parent is the host, from a Unix
+  // listener at <hybrid socket>_<dst_port>.
   result<unique_fd> connect_from_guest(const std::string& guest_name, std::uint32_t dst_port,
-                                       std::uint32_t src_port);
+                                       std::uint32_t src_port, socket_type type);
 
   // --- hybrid vsock (control_hybrid.cpp) ---
   result<void> open_hybrid(const partition& p);

@@ -21,8 +21,15 @@ namespace {
 
 // The device's timeouts are in seconds; a coarse tick is plenty.
 constexpr long tick_interval_ms = 500;
-// Bit 28: indirect descriptors, which Linux's virtio-vsock driver may use.
-constexpr std::uint64_t device_features = std::uint64_t{1} << 28;
+// Bit 28: indirect descriptors, which Linux's virtio-vsock driver may use;
+// VIRTIO_VSOCK_F_SEQPACKET, which QEMU 7.2 passes through to the guest.
+constexpr std::uint64_t device_features =
+    (std::uint64_t{1} << 28) | (std::uint64_t{1} << virtio::virtio_vsock_f_seqpacket);
+
+virtio::vsock_type vsock_type_of(socket_type type) {
+  return type == socket_type::seqpacket ? virtio::vsock_type::seqpacket
+                                        : virtio::vsock_type::stream;
+}
 
 }  // namespace
 
@@ -201,7 +208,7 @@ std::uint16_t qemu_guest::on_ring_stopped(std::uint32_t index) {
 
 void qemu_guest::on_reset() { device_->reset(); }
 
-void qemu_guest::connect(std::uint32_t guest_port, unique_fd host_stream,
+void qemu_guest::connect(std::uint32_t guest_port, unique_fd host_socket, socket_type type,
                          virtio::vsock_device::connect_handler done) {
   if (!session_) {
     done(failure(errc::connection_refused,
@@ -209,11 +216,15 @@ void qemu_guest::connect(std::uint32_t guest_port, unique_fd host_stream,
                              socket_path_)));
     return;
   }
-  device_->connect_to_guest(guest_port, std::move(host_stream), std::move(done));
+  device_->connect_to_guest(guest_port, std::move(host_socket), vsock_type_of(type),
+                            std::move(done));
 }
 
-result<unique_fd> qemu_guest::open_to_host(std::uint32_t dst_port, std::uint32_t src_port) {
-  return broker_(dst_port, src_port);
+result<unique_fd> qemu_guest::open_to_host(std::uint32_t dst_port, std::uint32_t src_port,
+                                           virtio::vsock_type type) {
+  return broker_(
+      dst_port, src_port,
+      type == virtio::vsock_type::seqpacket ? socket_type::seqpacket : socket_type::stream);
 }
 
 }  // namespace hvsock::daemon

@@ -23,6 +23,7 @@
 #include <string>
 
 #include <hvsock/result.hpp>
+#include <hvsock/socket_type.hpp>
 #include <hvsock/unique_fd.hpp>
 
 #include "daemon/event_loop.hpp"
@@ -33,10 +34,10 @@ namespace hvsock::daemon {
 
 class qemu_guest final : public vhost_user::device_hooks, public virtio::vsock_host_side {
  public:
-  // Turns a guest's connect to the host (dst_port) from guest port src_port
-  // into a host stream, or the reason to refuse it.
-  using broker_function =
-      std::function<result<unique_fd>(std::uint32_t dst_port, std::uint32_t src_port)>;
+  // Turns a guest's connect of `type` to the host (dst_port) from guest port
+  // src_port into a host socket of that type, or the reason to refuse it.
+  using broker_function = std::function<result<unique_fd>(
+      std::uint32_t dst_port, std::uint32_t src_port, socket_type type)>;
 
   // Listens on `socket_path`. `loop` must outlive the guest.
   static result<std::unique_ptr<qemu_guest>> open(event_loop& loop, std::string name,
@@ -51,10 +52,11 @@ class qemu_guest final : public vhost_user::device_hooks, public virtio::vsock_h
   const std::string& socket_path() const { return socket_path_; }
   bool attached() const { return session_ != nullptr; }
 
-  // A host process's connect to the guest's vsock port `guest_port`: the
-  // guest's kernel answers (virtio::vsock_device::connect_to_guest, whose
-  // rules `done` follows). With no QEMU attached it is refused at once.
-  void connect(std::uint32_t guest_port, unique_fd host_stream,
+  // A host process's connect of `type` to the guest's vsock port
+  // `guest_port` (host_socket: an AF_UNIX socket of that type): the guest's
+  // kernel answers (virtio::vsock_device::connect_to_guest, whose rules
+  // `done` follows). With no QEMU attached it is refused at once.
+  void connect(std::uint32_t guest_port, unique_fd host_socket, socket_type type,
                virtio::vsock_device::connect_handler done);
 
  private:
@@ -74,7 +76,8 @@ class qemu_guest final : public vhost_user::device_hooks, public virtio::vsock_h
   std::uint16_t on_ring_stopped(std::uint32_t index) override;
   void on_reset() override;
   // virtio::vsock_host_side
-  result<unique_fd> open_to_host(std::uint32_t dst_port, std::uint32_t src_port) override;
+  result<unique_fd> open_to_host(std::uint32_t dst_port, std::uint32_t src_port,
+                                 virtio::vsock_type type) override;
 
   event_loop& loop_;
   std::string name_;

@@ -39,6 +39,17 @@ int kernel_type(socket_type type) {
   return type == socket_type::seqpacket ? SOCK_SEQPACKET : SOCK_STREAM;
 }
 
+// A vsock SEQPACKET message must fit the peer's whole buffer (Linux refuses
+// a bigger one): sized for max_seqpacket_message_size, as on the emulated transport.
+// An accepted socket inherits its listener's size. Best effort: a kernel
+// with a lower cap keeps its own limit, which max_message_size() reports.
+void size_for_messages(int fd, socket_type type) {
+  if (type != socket_type::seqpacket) return;
+  const unsigned long long size = max_seqpacket_message_size;
+  (void)::setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, &size, sizeof size);
+  (void)::setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &size, sizeof size);
+}
+
 // The peer CID a listener bound to `bound` accepts, or nullopt for any.
 std::optional<std::uint32_t> required_peer_cid(const vm_id& bound) {
   if (bound == vm_id_parent) return VMADDR_CID_HOST;
@@ -68,6 +79,7 @@ class kernel_transport final : public transport {
     if (!addr) return addr.error().with_context(what);
     unique_fd fd(::socket(AF_VSOCK, kernel_type(type) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd) return make_system_error(errno, what + ": socket(AF_VSOCK)");
+    size_for_messages(fd.get(), type);
     if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) < 0) {
       if (errno != EINPROGRESS && errno != EINTR) return connect_failure(errno, what);
       if (auto ready = wait_ready(fd.get(), POLLOUT, timeout); !ready)
@@ -103,6 +115,7 @@ class kernel_transport final : public transport {
     addr.svm_port = *port;
     unique_fd fd(::socket(AF_VSOCK, kernel_type(type) | SOCK_CLOEXEC, 0));
     if (!fd) return make_system_error(errno, what + ": socket(AF_VSOCK)");
+    size_for_messages(fd.get(), type);
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0)
       return errno == EADDRINUSE ? make_error(errc::address_in_use, what)
                                  : make_system_error(errno, what + ": bind");

@@ -41,14 +41,33 @@
 // - RST from the guest: the fd is closed at once, buffered data dropped.
 // - host fd error (ECONNRESET, EPIPE, ...): RST to the guest.
 //
+// SEQPACKET connections (VIRTIO_VSOCK_F_SEQPACKET) carry messages; the host
+// fd is then an AF_UNIX SOCK_SEQPACKET socket, one message per send/recv:
+// - guest -> host: RW fragments are gathered until the one flagged EOM, and
+//   the whole message goes to the host fd in one send (at once, straight from
+//   guest memory, when it came in one packet and nothing waits before it).
+//   Credit is as for streams, over a buffer of seqpacket_buf_alloc bytes, so
+//   the largest message a guest may send (Linux refuses one over its peer's
+//   buf_alloc) is that many bytes.
+// - host -> guest: one message is read whole (its size is peeked first) and
+//   goes out in fragments as credit and receive chains allow, the last one
+//   flagged EOM | EOR (libhvsock marks every message with MSG_EOR). A host
+//   message larger than the guest's whole buffer (its SO_VM_SOCKETS_BUFFER_
+//   SIZE) could never be taken by a Linux guest, which waits for the whole
+//   message: the connection is reset instead of hanging.
+// - the host fd has SO_PASSCRED: every message, an empty one too, comes with
+//   credentials, and the end of the host's messages comes with none.
+//
 // Thread safety: none; owned by one device on the daemon's loop thread.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <vector>
 
+#include <hvsock/socket_type.hpp>
 #include <hvsock/unique_fd.hpp>
 
 #include "virtio/split_virtqueue.hpp"
@@ -75,6 +94,9 @@ class vsock_connection {
   struct settings {
     std::uint64_t guest_cid = 0;
     std::uint32_t buf_alloc = 256 * 1024;  // what we advertise; the most we buffer
+    // The same for SEQPACKET connections, which is also the largest message
+    // a guest may send (hvsockd's host pairs carry 1 MiB messages).
+    std::uint32_t seqpacket_buf_alloc = max_seqpacket_message_size;
     std::size_t max_payload = default_max_payload;
   };
 
@@ -94,14 +116,15 @@ class vsock_connection {
     guest_closed,  // the guest shut down both ways: send rst(), then drain or forget
   };
 
-  // A guest REQUEST accepted: `host` is the connected host stream
-  // (non-blocking). A RESPONSE is pending.
+  // A guest REQUEST accepted: `host` is the connected host socket
+  // (non-blocking; SOCK_SEQPACKET for a SEQPACKET request). A RESPONSE is
+  // pending.
   static vsock_connection accept(const settings& s, const virtio_vsock_hdr& request,
                                  unique_fd host);
-  // A host-initiated connection from `local_port` to the guest's
+  // A host-initiated connection of `type` from `local_port` to the guest's
   // `guest_port`. A REQUEST is pending.
   static vsock_connection connect(const settings& s, std::uint32_t local_port,
-                                  std::uint32_t guest_port, unique_fd host);
+                                  std::uint32_t guest_port, vsock_type type, unique_fd host);
 
   vsock_connection(vsock_connection&&) noexcept = default;
   vsock_connection& operator=(vsock_connection&&) noexcept = default;
@@ -136,8 +159,12 @@ class vsock_connection {
   virtio_vsock_hdr rst() const;
 
   // Whether host->guest data may be read now (established, host side not at
-  // EOF, guest still receiving, RESPONSE already sent, guest has credit).
+  // EOF, guest still receiving, RESPONSE already sent, guest has credit), or,
+  // SEQPACKET, the rest of a message already read may go out.
   bool wants_read() const;
+  // A message read from the host fd waits to go out (SEQPACKET): fill_rx has
+  // work without the fd becoming readable.
+  bool has_message_for_guest() const { return out_active_; }
   // EPOLLIN / EPOLLOUT this connection needs on its host fd.
   std::uint32_t wanted_events() const;
 
@@ -145,6 +172,7 @@ class vsock_connection {
   void start_draining() { state_ = state::draining; }
 
   state current_state() const { return state_; }
+  vsock_type type() const { return type_; }
   const connection_key& key() const { return key_; }
   int host_fd() const { return fd_.get(); }
   std::size_t buffered_bytes() const { return pending_.size() - pending_head_; }
@@ -152,12 +180,21 @@ class vsock_connection {
   std::uint32_t peer_credit() const;
 
  private:
-  vsock_connection(const settings& s, connection_key key, unique_fd host, state st);
+  vsock_connection(const settings& s, connection_key key, vsock_type type, unique_fd host,
+                   state st);
+  bool seqpacket() const { return type_ == vsock_type::seqpacket; }
 
   virtio_vsock_hdr addressed(vsock_op op) const;  // to the guest port, no credit
   virtio_vsock_hdr header(vsock_op op);           // addressed, credit stamped
   verdict on_established_packet(const parsed_packet& packet);
   verdict on_rw(const parsed_packet& packet);
+  verdict on_message_fragment(const parsed_packet& packet);
+  // Appends the payload to pending_ (compacting first, so it stays within
+  // buf_alloc); `skip` bytes of it were written already.
+  void keep_payload(const parsed_packet& packet, std::size_t skip);
+  rx_fill fill_rx_message(const descriptor_chain& chain);
+  // Reads the next host message whole into out_; false on EAGAIN.
+  bool read_host_message(rx_fill& r);
   // Writes buffered data; false on a fatal fd error.
   bool flush();
   // shutdown(SHUT_WR) once the guest said SEND and the buffer is empty.
@@ -167,6 +204,8 @@ class vsock_connection {
 
   settings settings_;
   connection_key key_;
+  vsock_type type_;
+  std::uint32_t buf_alloc_;  // settings_.buf_alloc or seqpacket_buf_alloc
   unique_fd fd_;
   state state_;
 
@@ -179,12 +218,20 @@ class vsock_connection {
   bool guest_send_closed_ = false;  // guest said SHUTDOWN(SEND)
   bool guest_rcv_closed_ = false;   // guest said SHUTDOWN(RCV)
   bool write_shut_ = false;         // shutdown(fd, SHUT_WR) done
+  // SEQPACKET: pending_ holds whole messages of these sizes, oldest first,
+  // then partial_ bytes of one still being gathered.
+  std::deque<std::size_t> messages_;
+  std::size_t partial_ = 0;
 
   // Host -> guest.
   std::uint32_t tx_cnt_ = 0;  // payload bytes sent to the guest
   std::uint32_t peer_buf_alloc_ = 0;
   std::uint32_t peer_fwd_cnt_ = 0;
   bool host_eof_ = false;  // EOF read from the host fd (SHUTDOWN(SEND) sent)
+  // SEQPACKET: the host message going out, out_[out_sent_..] not sent yet.
+  std::vector<std::byte> out_;
+  std::size_t out_sent_ = 0;
+  bool out_active_ = false;
 
   bool need_request_ = false;
   bool need_response_ = false;

@@ -27,7 +27,8 @@ void make_non_blocking(int fd) {
 vsock_device::vsock_device(const vsock_device_options& options, vsock_host_side& host,
                            fd_watcher& watcher, notify_function notify)
     : options_(options),
-      settings_{options.guest_cid, options.buf_alloc, options.max_payload},
+      settings_{options.guest_cid, options.buf_alloc, options.seqpacket_buf_alloc,
+                options.max_payload},
       host_(host),
       watcher_(watcher),
       notify_(std::move(notify)),
@@ -94,6 +95,11 @@ void vsock_device::settle(entry& e) {
   if (e.conn.has_control() && !e.in_control) {
     e.in_control = true;
     control_ready_.push_back(e.id);
+  }
+  // A message read already needs no readable fd to go on.
+  if (e.conn.has_message_for_guest() && e.conn.wants_read() && !e.in_rx_ready) {
+    e.in_rx_ready = true;
+    rx_ready_.push_back(e.id);
   }
   std::uint32_t want = e.conn.wanted_events();
   // While queued as readable, the fd is read by pump_rx: watching EPOLLIN
@@ -350,6 +356,10 @@ void vsock_device::handle_tx(const descriptor_chain& chain) {
     return;
   }
   entry* e = find(it->second);
+  if (h.type != static_cast<std::uint16_t>(e->conn.type())) {
+    if (h.op != op_value(vsock_op::rst)) queue_stateless(make_rst_reply(h));
+    return;
+  }
   apply(*e, e->conn.on_guest_packet(p));
 }
 
@@ -359,7 +369,7 @@ void vsock_device::accept_request(const virtio_vsock_hdr& h) {
     queue_stateless(make_rst_reply(h));
     return;
   }
-  auto host = host_.open_to_host(h.dst_port, h.src_port);
+  auto host = host_.open_to_host(h.dst_port, h.src_port, static_cast<vsock_type>(h.type));
   if (!host || !host->valid()) {
     ++stats_.connections_refused;
     queue_stateless(make_rst_reply(h));
@@ -371,7 +381,7 @@ void vsock_device::accept_request(const virtio_vsock_hdr& h) {
 }
 
 void vsock_device::connect_to_guest(std::uint32_t guest_port, unique_fd host_stream,
-                                    connect_handler done) {
+                                    vsock_type type, connect_handler done) {
   const std::string what = "guest port " + std::to_string(guest_port);
   if (entries_.size() >= options_.max_connections) {
     done(failure(errc::limit_reached, what + ": the VM has " +
@@ -391,7 +401,8 @@ void vsock_device::connect_to_guest(std::uint32_t guest_port, unique_fd host_str
     return;
   }
   make_non_blocking(host_stream.get());
-  entry& e = add(vsock_connection::connect(settings_, *port, guest_port, std::move(host_stream)));
+  entry& e =
+      add(vsock_connection::connect(settings_, *port, guest_port, type, std::move(host_stream)));
   e.done = std::move(done);
   e.deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
   settle(e);

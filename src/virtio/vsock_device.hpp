@@ -34,7 +34,9 @@
 // a packet whose src_cid is not the guest's CID or whose dst_cid is not the
 // host (2) is dropped without an answer (the guest only reaches the host over
 // this device; other VMs are unreachable). A malformed packet is dropped. A
-// non-stream type or unknown op is answered with RST (never an RST to an RST).
+// type other than STREAM and SEQPACKET, or an unknown op, is answered with RST
+// (never an RST to an RST); so is a packet whose type is not its connection's
+// (as Linux does, without touching the connection).
 // A packet for no known connection is answered with RST, unless it is a
 // REQUEST, which opens one (or is refused with RST: every refusal is an RST).
 // A REQUEST for a live connection resets it.
@@ -76,6 +78,7 @@
 #include <vector>
 
 #include <hvsock/result.hpp>
+#include <hvsock/socket_type.hpp>
 #include <hvsock/unique_fd.hpp>
 
 #include "virtio/split_virtqueue.hpp"
@@ -89,10 +92,13 @@ class vsock_host_side {
  public:
   virtual ~vsock_host_side() = default;
   // The guest (src_port) asks for host port dst_port (a guest connect to CID
-  // 2). Returns a connected stream (AF_UNIX, CLOEXEC; made non-blocking here
-  // if it is not) whose other end went to a host listener, or the reason for
-  // refusing (unregistered, disabled, no listener, ...), which becomes an RST.
-  virtual result<unique_fd> open_to_host(std::uint32_t dst_port, std::uint32_t src_port) = 0;
+  // 2) with a socket of `type`. Returns a connected AF_UNIX socket (CLOEXEC;
+  // made non-blocking here if it is not; SOCK_SEQPACKET for a SEQPACKET
+  // connect) whose other end went to a host listener of that type, or the
+  // reason for refusing (unregistered, disabled, no listener, another type,
+  // ...), which becomes an RST.
+  virtual result<unique_fd> open_to_host(std::uint32_t dst_port, std::uint32_t src_port,
+                                         vsock_type type) = 0;
 };
 
 // The device's view of an event loop: level-triggered readiness of fds. It is
@@ -133,6 +139,9 @@ struct vsock_device_options {
   std::uint64_t guest_cid = 3;
   std::size_t max_connections = 1024;
   std::uint32_t buf_alloc = 256 * 1024;  // per-connection receive buffer we advertise
+  // The same for SEQPACKET connections: also the largest message a guest may
+  // send (Linux refuses a message over its peer's buffer).
+  std::uint32_t seqpacket_buf_alloc = max_seqpacket_message_size;
   std::size_t max_payload = default_max_payload;
   std::size_t max_pending_control = 4096;            // stateless packets waiting for rx buffers
   std::chrono::milliseconds connect_timeout{10000};  // host-initiated connects
@@ -194,14 +203,16 @@ class vsock_device {
   // into the device; defer that to a later turn.
   void set_fault_handler(fault_handler on_fault) { on_fault_ = std::move(on_fault); }
 
-  // Connects host stream `host_stream` (the host end; made non-blocking) to
-  // the guest's port `guest_port`: a REQUEST from a fresh host-side port.
+  // Connects `host_stream` (the host end, an AF_UNIX socket of `type`: a
+  // SOCK_SEQPACKET one for vsock_type::seqpacket; made non-blocking) to the
+  // guest's port `guest_port`: a REQUEST from a fresh host-side port.
   // `done` is called exactly once, possibly before this returns: the host-side
   // port on the guest's RESPONSE (data then flows), errc::connection_refused on its RST
   // or a device reset, errc::timed_out after connect_timeout (see on_tick),
   // errc::limit_reached when max_connections are open. On failure the
   // device closes host_stream after `done` returns.
-  void connect_to_guest(std::uint32_t guest_port, unique_fd host_stream, connect_handler done);
+  void connect_to_guest(std::uint32_t guest_port, unique_fd host_stream, vsock_type type,
+                        connect_handler done);
 
   // Expires connects and draining connections older than their timeouts.
   // Call every second or so.

@@ -158,7 +158,8 @@ parsed_packet parse_packet(const descriptor_chain& chain, std::size_t max_payloa
     return p;
   }
   const bool is_rst = h.op == static_cast<std::uint16_t>(vsock_op::rst);
-  if (h.type != static_cast<std::uint16_t>(vsock_type::stream)) {
+  if (h.type != static_cast<std::uint16_t>(vsock_type::stream) &&
+      h.type != static_cast<std::uint16_t>(vsock_type::seqpacket)) {
     p.status = is_rst ? packet_status::ignore : packet_status::reply_rst;
     p.reason = describe(h) + ": unsupported socket type";
     return p;

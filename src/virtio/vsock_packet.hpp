@@ -24,7 +24,7 @@ namespace hvsock::virtio {
 
 // Feature bits of the socket device.
 inline constexpr unsigned virtio_vsock_f_stream = 0;
-inline constexpr unsigned virtio_vsock_f_seqpacket = 1;  // not offered
+inline constexpr unsigned virtio_vsock_f_seqpacket = 1;
 
 // Queue indices.
 inline constexpr std::uint16_t vsock_rx_queue = 0;     // device → driver packets
@@ -38,7 +38,7 @@ inline constexpr std::uint64_t vmaddr_cid_host = 2;
 
 enum class vsock_type : std::uint16_t {
   stream = 1,
-  seqpacket = 2,  // needs VIRTIO_VSOCK_F_SEQPACKET, which is not offered
+  seqpacket = 2,  // needs VIRTIO_VSOCK_F_SEQPACKET
 };
 
 enum class vsock_op : std::uint16_t {
@@ -51,6 +51,11 @@ enum class vsock_op : std::uint16_t {
   credit_update = 6,
   credit_request = 7,
 };
+
+// Flags of a SEQPACKET RW packet: the last fragment of a message (EOM), and
+// of a message its sender ended with MSG_EOR (EOR, only together with EOM).
+inline constexpr std::uint32_t vsock_seq_eom = 1;
+inline constexpr std::uint32_t vsock_seq_eor = 2;
 
 // Flags of a SHUTDOWN packet.
 inline constexpr std::uint32_t vsock_shutdown_rcv = 1;   // the sender will receive no more

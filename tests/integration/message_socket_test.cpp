@@ -250,11 +250,20 @@ TEST_F(MessageSocketTest, TheSwitchKeepsStreamsAndMessagesApart) {
       << metrics;
 }
 
-TEST_F(MessageSocketTest, AQemuGuestIsRefusedClearlyUntilItsDeviceCarriesMessages) {
-  sw.cli_ok({"vm", "create", "guest", "--qemu"});
+TEST_F(MessageSocketTest, AQemuGuestTakesMessagesAndAHybridVmIsRefusedClearly) {
   const auto port = service_id_from_port(5000);
   sw.register_service("guest rpc", port.to_string());
+  // A QEMU guest's device carries SEQPACKET (tests/guest/qemu_seqpacket_test.sh
+  // runs it in a real guest): with no QEMU attached, that is the refusal.
+  sw.cli_ok({"vm", "create", "guest", "--qemu"});
   auto m = message_socket::connect({sw.vm_id_of("guest"), port}, from("host"));
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code(), make_error_code(errc::connection_refused));
+  EXPECT_NE(m.error().message().find("no QEMU is attached"), std::string::npos)
+      << m.error().message();
+  // The hybrid vsock protocol has no messages: refused at once, saying so.
+  sw.cli_ok({"vm", "create", "fc", "--hybrid-vsock", sw.state_dir() + "/fc-vmm.sock"});
+  m = message_socket::connect({sw.vm_id_of("fc"), port}, from("host"));
   ASSERT_FALSE(m);
   EXPECT_EQ(m.error().code(), make_error_code(errc::connection_refused));
   EXPECT_NE(m.error().message().find("stream connections only"), std::string::npos)

@@ -107,17 +107,26 @@ class poll_watcher final : public fd_watcher {
 // keeps the far end (the "host application").
 class fake_host final : public vsock_host_side {
  public:
-  result<unique_fd> open_to_host(std::uint32_t dst_port, std::uint32_t src_port) override {
+  result<unique_fd> open_to_host(std::uint32_t dst_port, std::uint32_t src_port,
+                                 vsock_type type) override {
     ++calls;
     if (!listening.contains(dst_port))
       return failure(errc::connection_refused, "no listener on " + std::to_string(dst_port));
+    const bool messages = seqpacket_listening.contains(dst_port);
+    if (messages != (type == vsock_type::seqpacket))
+      return failure(errc::connection_refused,
+                     "another socket type listens on " + std::to_string(dst_port));
     int sv[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    EXPECT_EQ(::socketpair(AF_UNIX,
+                           (messages ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                           0, sv),
+              0);
     if (device_sndbuf) ::setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &device_sndbuf, sizeof(int));
     apps[{dst_port, src_port}] = unique_fd(sv[1]);
     return unique_fd(sv[0]);
   }
   std::set<std::uint32_t> listening;
+  std::set<std::uint32_t> seqpacket_listening;  // of those, the SEQPACKET ones
   std::map<std::pair<std::uint32_t, std::uint32_t>, unique_fd> apps;  // (host port, guest port)
   int calls = 0;
   int device_sndbuf = 0;
@@ -234,6 +243,11 @@ struct guest_socket {
   bool hold = false;  // do not consume received data (a slow reader)
   checksum got;
   std::size_t unread = 0;
+  vsock_type type = vsock_type::stream;
+  // SEQPACKET: fragments gathered until EOM, then a message; EOR seen.
+  std::vector<std::byte> partial;
+  std::vector<std::vector<std::byte>> messages;
+  std::size_t eor_marks = 0;
   std::uint32_t credit() const {
     const std::uint32_t in_flight = tx_cnt - peer_fwd_cnt;
     return in_flight >= peer_buf_alloc ? 0 : peer_buf_alloc - in_flight;
@@ -252,7 +266,7 @@ class guest_stack {
     h.dst_cid = vmaddr_cid_host;
     h.src_port = s.port;
     h.dst_port = s.host_port;
-    h.type = static_cast<std::uint16_t>(vsock_type::stream);
+    h.type = static_cast<std::uint16_t>(s.type);
     h.op = op(o);
     h.flags = flags;
     h.buf_alloc = s.buf_alloc;
@@ -260,11 +274,14 @@ class guest_stack {
     return h;
   }
 
-  guest_socket& connect(std::uint32_t host_port) {
+  guest_socket& connect(std::uint32_t host_port, vsock_type type = vsock_type::stream,
+                        std::uint32_t buf_alloc = 256 * 1024) {
     const std::uint32_t port = next_port_++;
     auto& s = sockets_[{port, host_port}];
     s.port = port;
     s.host_port = host_port;
+    s.type = type;
+    s.buf_alloc = buf_alloc;
     g_.send(header(s, vsock_op::request));
     return s;
   }
@@ -289,6 +306,25 @@ class guest_stack {
       receive();
     }
     return sent;
+  }
+  // Sends what the credit allows of message `data`, from byte `at`, as Linux
+  // fragments it (at most 64 KiB a packet, EOM on the last); returns the
+  // bytes sent. An empty message is one packet.
+  std::size_t send_message(guest_socket& s, std::span<const std::byte> data, std::size_t at) {
+    const std::size_t start = at;
+    do {
+      const std::size_t n = std::min<std::size_t>({data.size() - at, 65536, s.credit()});
+      if (n == 0 && !data.empty()) break;
+      const bool last = at + n == data.size();
+      g_.send(header(s, vsock_op::rw, last ? vsock_seq_eom | vsock_seq_eor : 0),
+              data.subspan(at, n));
+      s.tx_cnt += static_cast<std::uint32_t>(n);
+      at += n;
+      s.last_adv = s.fwd_cnt;
+      if (s.reset) break;
+      receive();
+    } while (at < data.size());
+    return at - start;
   }
   void shutdown(guest_socket& s, std::uint32_t flags) {
     g_.send(header(s, vsock_op::shutdown, flags));
@@ -330,6 +366,7 @@ class guest_stack {
         auto& s = sockets_[key];
         s.port = h.dst_port;
         s.host_port = h.src_port;
+        s.type = static_cast<vsock_type>(h.type);
         s.connected = true;
         s.peer_buf_alloc = h.buf_alloc;
         s.peer_fwd_cnt = h.fwd_cnt;
@@ -345,6 +382,9 @@ class guest_stack {
       return;
     }
     guest_socket& s = it->second;
+    // As Linux: a packet of another type than its socket's is not the
+    // socket's business (virtio_transport_recv_pkt resets nothing for it).
+    if (h.type != static_cast<std::uint16_t>(s.type)) return;
     s.peer_buf_alloc = h.buf_alloc;
     s.peer_fwd_cnt = h.fwd_cnt;
     switch (static_cast<vsock_op>(h.op)) {
@@ -359,6 +399,14 @@ class guest_stack {
         s.unread += h.len;
         if (s.rx_cnt - s.fwd_cnt > s.buf_alloc) ++credit_violations;
         s.got.add(p.payload);
+        if (s.type == vsock_type::seqpacket) {
+          s.partial.insert(s.partial.end(), p.payload.begin(), p.payload.end());
+          if (h.flags & vsock_seq_eom) {
+            s.messages.push_back(std::move(s.partial));
+            s.partial.clear();
+            if (h.flags & vsock_seq_eor) ++s.eor_marks;
+          }
+        }
         if (!s.hold) consume(s);
         break;
       case vsock_op::credit_request: g_.send(header(s, vsock_op::credit_update)); break;
@@ -514,8 +562,8 @@ TEST_F(VsockDevice, UnknownOpsTypesAndConnectionsGetRst) {
   h.op = 99;
   guest_->send(h);  // unknown op
   h = raw_header(vsock_op::request, 1025, 2761);
-  h.type = static_cast<std::uint16_t>(vsock_type::seqpacket);
-  guest_->send(h);                                                     // unsupported type
+  h.type = 3;       // neither STREAM nor SEQPACKET
+  guest_->send(h);  // unsupported type
   guest_->send(raw_header(vsock_op::rw, 1026, 2761), pattern(10, 1));  // no such connection
   guest_->send(raw_header(vsock_op::shutdown, 1027, 2761));
   guest_->send(raw_header(vsock_op::credit_request, 1028, 2761));
@@ -531,7 +579,7 @@ TEST_F(VsockDevice, UnknownOpsTypesAndConnectionsGetRst) {
     answered.push_back(p.hdr.dst_port);
   }
   EXPECT_EQ(answered, (std::vector<std::uint32_t>{1024, 1025, 1026, 1027, 1028}));
-  EXPECT_EQ(stack_->log[1].hdr.type, static_cast<std::uint16_t>(vsock_type::seqpacket));
+  EXPECT_EQ(stack_->log[1].hdr.type, 3u);  // the RST echoes the type
   EXPECT_EQ(dev_->connection_count(), 0u);
 }
 
@@ -764,7 +812,8 @@ TEST_F(VsockDevice, HostInitiatedConnectAnsweredWithResponse) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
   std::optional<result<std::uint32_t>> outcome;
-  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), vsock_type::stream,
+                         [&](result<std::uint32_t> r) { outcome = r; });
   stack_->receive();
   ASSERT_TRUE(outcome.has_value());
   ASSERT_TRUE(*outcome);
@@ -798,7 +847,8 @@ TEST_F(VsockDevice, HostInitiatedConnectRefusedWithRst) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
   std::optional<result<std::uint32_t>> outcome;
-  dev_->connect_to_guest(5001, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
+  dev_->connect_to_guest(5001, unique_fd(sv[0]), vsock_type::stream,
+                         [&](result<std::uint32_t> r) { outcome = r; });
   stack_->receive();  // nobody listens: the guest answers RST
   ASSERT_TRUE(outcome.has_value());
   ASSERT_FALSE(*outcome);
@@ -814,7 +864,8 @@ TEST_F(VsockDevice, HostInitiatedConnectTimesOut) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
   std::optional<result<std::uint32_t>> outcome;
-  dev_->connect_to_guest(5002, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
+  dev_->connect_to_guest(5002, unique_fd(sv[0]), vsock_type::stream,
+                         [&](result<std::uint32_t> r) { outcome = r; });
   auto pkts = guest_->receive();  // the guest sees the REQUEST but never answers
   ASSERT_EQ(pkts.size(), 1u);
   dev_->on_tick(std::chrono::steady_clock::now() + std::chrono::seconds(1));
@@ -896,7 +947,8 @@ TEST_F(VsockDevice, ResetClosesHostEndsAndFailsPendingConnects) {
   unique_fd app_end(sv[1]);
   std::optional<result<std::uint32_t>> outcome;
   // The guest gets the REQUEST (nobody runs its stack) but never answers.
-  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), vsock_type::stream,
+                         [&](result<std::uint32_t> r) { outcome = r; });
   dev_->reset();
   EXPECT_EQ(dev_->connection_count(), 0u);
   EXPECT_EQ(loop_.count(), 0u);
@@ -1017,7 +1069,8 @@ TEST_F(VsockDevice, HostInitiatedConnectBeyondLimitFails) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
   unique_fd app_end(sv[1]);
   std::optional<result<std::uint32_t>> outcome;
-  dev_->connect_to_guest(5000, unique_fd(sv[0]), [&](result<std::uint32_t> r) { outcome = r; });
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), vsock_type::stream,
+                         [&](result<std::uint32_t> r) { outcome = r; });
   ASSERT_TRUE(outcome.has_value());
   EXPECT_EQ(outcome->error().code(), make_error_code(errc::limit_reached));
 }
@@ -1075,6 +1128,211 @@ TEST_F(VsockDevice, AFloodingGuestGetsABudgetPerWakeUpAndResumesOnLaterTurns) {
   EXPECT_EQ(loop_.count(), 0u);  // all done: no resume left behind
   EXPECT_EQ(dev_->stats().connections_refused, 20u);
   EXPECT_EQ(dev_->stats().control_dropped, 0u);
+}
+
+// --- SEQPACKET (VIRTIO_VSOCK_F_SEQPACKET) -----------------------------------
+
+// Reads one message from a host SEQPACKET end, if one waits.
+std::optional<std::vector<std::byte>> host_receive_message(int fd) {
+  std::vector<std::byte> buf((1 << 20) + 1);
+  const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
+  if (n < 0) return std::nullopt;
+  EXPECT_LT(static_cast<std::size_t>(n), buf.size()) << "a message larger than 1 MiB";
+  buf.resize(static_cast<std::size_t>(n));
+  return buf;
+}
+
+// A host SEQPACKET end able to send 1 MiB messages (as hvsockd sizes its pairs).
+void size_for_big_messages(int fd) {
+  const int wanted = ((1 << 20) + 4096) / 2;
+  ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &wanted, sizeof wanted), 0)
+      << "1 MiB messages need CAP_NET_ADMIN (SO_SNDBUFFORCE)";
+}
+
+const std::vector<std::size_t> message_sizes{0, 1, 4096, 65536, 65537, 200000, 1 << 20};
+
+class VsockDeviceSeqpacket : public VsockDevice {
+ protected:
+  static constexpr std::uint32_t port = 2762;
+  guest_socket& open_seqpacket(std::uint32_t buf_alloc = 1 << 20) {
+    host_.listening.insert(port);
+    host_.seqpacket_listening.insert(port);
+    auto& s = stack_->connect(port, vsock_type::seqpacket, buf_alloc);
+    stack_->receive();
+    EXPECT_TRUE(s.connected);
+    return s;
+  }
+  // One RW fragment without EOM, credit or not.
+  void send_fragment(guest_socket& s, std::span<const std::byte> data) {
+    guest_->send(stack_->header(s, vsock_op::rw), data);
+    s.tx_cnt += static_cast<std::uint32_t>(data.size());
+    stack_->receive();
+  }
+};
+
+TEST_F(VsockDeviceSeqpacket, MessagesKeepTheirBoundariesBothWays) {
+  auto& s = open_seqpacket();
+  ASSERT_FALSE(stack_->log.empty());
+  const auto& response = stack_->log[0].hdr;
+  EXPECT_EQ(response.type, static_cast<std::uint16_t>(vsock_type::seqpacket));
+  EXPECT_EQ(response.buf_alloc, 1u << 20);  // room for a 1 MiB message
+  const int fd = app(s);
+  size_for_big_messages(fd);
+  std::vector<std::vector<std::byte>> messages;
+  for (std::size_t i = 0; i < message_sizes.size(); ++i)
+    messages.push_back(pattern(message_sizes[i], static_cast<unsigned>(i + 40)));
+
+  // Guest -> host: each message fragmented by credit and 64 KiB packets.
+  std::vector<std::vector<std::byte>> at_host;
+  std::size_t i = 0, at = 0;
+  ASSERT_TRUE(run_until([&] {
+    if (i < messages.size()) {
+      at += stack_->send_message(s, messages[i], at);
+      if (at == messages[i].size()) ++i, at = 0;
+    }
+    while (auto m = host_receive_message(fd)) at_host.push_back(std::move(*m));
+    return at_host.size() == messages.size();
+  }));
+  EXPECT_EQ(at_host, messages);
+
+  // Host -> guest: read whole, sent in fragments, the last with EOM | EOR.
+  const std::size_t before = stack_->log.size();
+  std::size_t sent = 0;
+  ASSERT_TRUE(run_until([&] {
+    while (sent < messages.size() &&
+           ::send(fd, messages[sent].data(), messages[sent].size(), MSG_DONTWAIT) >= 0)
+      ++sent;
+    return s.messages.size() == messages.size();
+  }));
+  EXPECT_EQ(s.messages, messages);
+  EXPECT_EQ(s.eor_marks, messages.size());
+  for (std::size_t k = before; k < stack_->log.size(); ++k) {
+    const auto& h = stack_->log[k].hdr;
+    if (h.op != op(vsock_op::rw)) continue;
+    EXPECT_EQ(h.type, static_cast<std::uint16_t>(vsock_type::seqpacket));
+    EXPECT_LE(h.len, 65536u);
+  }
+  EXPECT_EQ(stack_->credit_violations, 0);
+  EXPECT_FALSE(s.reset);
+}
+
+TEST_F(VsockDeviceSeqpacket, GuestMessagesWaitWholeWhileTheHostDoesNotRead) {
+  auto& s = open_seqpacket();
+  const int fd = app(s);
+  // An AF_UNIX receiver queues a few messages (net.unix.max_dgram_qlen), then
+  // the device's sends get EAGAIN: the rest waits in the device, whole.
+  std::vector<std::vector<std::byte>> messages;
+  for (unsigned k = 0; k < 40; ++k) messages.push_back(pattern(1000 + k, k));
+  for (const auto& m : messages) ASSERT_EQ(stack_->send_message(s, m, 0), m.size());
+  settle();
+  EXPECT_FALSE(s.reset);
+  std::vector<std::vector<std::byte>> at_host;
+  ASSERT_TRUE(run_until([&] {
+    while (auto m = host_receive_message(fd)) at_host.push_back(std::move(*m));
+    return at_host.size() == messages.size();
+  }));
+  EXPECT_EQ(at_host, messages);
+}
+
+TEST_F(VsockDeviceSeqpacket, AnEmptyMessageAndTheEndAreToldApart) {
+  auto& s = open_seqpacket();
+  const int fd = app(s);
+  ASSERT_EQ(::send(fd, "", 0, 0), 0);
+  ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+  ASSERT_TRUE(run_until([&] { return s.peer_shut_send; }));
+  ASSERT_EQ(s.messages.size(), 1u);
+  EXPECT_TRUE(s.messages[0].empty());
+  // The guest's empty message reaches the host as one, not as the end.
+  ASSERT_EQ(stack_->send_message(s, {}, 0), 0u);
+  std::optional<std::vector<std::byte>> m;
+  ASSERT_TRUE(run_until([&] { return (m = host_receive_message(fd)).has_value(); }));
+  EXPECT_TRUE(m->empty());
+  std::byte b;
+  EXPECT_EQ(::recv(fd, &b, 1, MSG_DONTWAIT), -1);  // nothing more, and not the end
+  EXPECT_EQ(errno, EAGAIN);
+}
+
+TEST_F(VsockDeviceSeqpacket, AHostMessageLargerThanTheGuestBufferResets) {
+  auto& s = open_seqpacket(256 * 1024);
+  const int fd = app(s);
+  size_for_big_messages(fd);
+  const auto big = pattern(300000, 5);
+  ASSERT_EQ(::send(fd, big.data(), big.size(), 0), static_cast<ssize_t>(big.size()));
+  ASSERT_TRUE(run_until([&] { return s.reset; }));
+  EXPECT_TRUE(s.messages.empty());
+  EXPECT_EQ(s.got.n, 0u);  // not a byte of it went out
+  EXPECT_EQ(dev_->connection_count(), 0u);
+}
+
+TEST_F(VsockDeviceSeqpacket, AGuestMessageOverTheBufferOrAnUnfinishedOneGoesNowhere) {
+  // Unfinished at SHUTDOWN(SEND): the host sees the end, no message.
+  auto& s = open_seqpacket();
+  const int fd = app(s);
+  send_fragment(s, pattern(5000, 1));
+  stack_->shutdown(s, vsock_shutdown_send);
+  settle();
+  std::byte b;
+  ASSERT_TRUE(run_until([&] { return ::recv(fd, &b, 1, MSG_DONTWAIT) == 0; }));
+  // Over the buffer we advertised (a guest ignoring Linux's EMSGSIZE): reset.
+  auto& t = open_seqpacket();
+  const auto chunk = pattern(65536, 2);
+  for (int k = 0; k < 17 && !t.reset; ++k) send_fragment(t, chunk);
+  settle();
+  EXPECT_TRUE(t.reset);
+}
+
+TEST_F(VsockDeviceSeqpacket, TypesDoNotMix) {
+  // A SEQPACKET request for a stream listener is refused with RST.
+  host_.listening.insert(2763);
+  auto& refused = stack_->connect(2763, vsock_type::seqpacket);
+  stack_->receive();
+  EXPECT_TRUE(refused.reset);
+  EXPECT_FALSE(refused.connected);
+  // A STREAM packet on a SEQPACKET connection: RST for that packet (echoing
+  // its type), the connection lives on.
+  auto& s = open_seqpacket();
+  const int fd = app(s);
+  auto stray = stack_->header(s, vsock_op::rw);
+  stray.type = static_cast<std::uint16_t>(vsock_type::stream);
+  const auto before = stack_->log.size();
+  guest_->send(stray, pattern(10, 3));
+  stack_->receive();
+  ASSERT_EQ(stack_->log.size(), before + 1);
+  EXPECT_EQ(stack_->log.back().hdr.op, op(vsock_op::rst));
+  EXPECT_EQ(stack_->log.back().hdr.type, static_cast<std::uint16_t>(vsock_type::stream));
+  EXPECT_EQ(dev_->connection_count(), 1u);
+  const auto m = pattern(100, 4);
+  ASSERT_EQ(stack_->send_message(s, m, 0), m.size());
+  std::optional<std::vector<std::byte>> got;
+  ASSERT_TRUE(run_until([&] { return (got = host_receive_message(fd)).has_value(); }));
+  EXPECT_EQ(*got, m);
+}
+
+TEST_F(VsockDeviceSeqpacket, HostInitiatedConnect) {
+  stack_->listening.insert(5000);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+  unique_fd app_end(sv[1]);
+  std::optional<result<std::uint32_t>> outcome;
+  dev_->connect_to_guest(5000, unique_fd(sv[0]), vsock_type::seqpacket,
+                         [&](result<std::uint32_t> r) { outcome = r; });
+  stack_->receive();
+  ASSERT_TRUE(outcome.has_value() && *outcome);
+  const auto& req = stack_->log[0].hdr;
+  EXPECT_EQ(req.op, op(vsock_op::request));
+  EXPECT_EQ(req.type, static_cast<std::uint16_t>(vsock_type::seqpacket));
+  auto* s = stack_->find(5000, req.src_port);
+  ASSERT_NE(s, nullptr);
+  const auto down = pattern(70000, 6), up = pattern(3, 7);
+  ASSERT_EQ(::send(app_end.get(), down.data(), down.size(), 0), static_cast<ssize_t>(down.size()));
+  ASSERT_EQ(stack_->send_message(*s, up, 0), up.size());
+  std::optional<std::vector<std::byte>> got;
+  ASSERT_TRUE(run_until([&] {
+    if (!got) got = host_receive_message(app_end.get());
+    return got && s->messages.size() == 1;
+  }));
+  EXPECT_EQ(*got, up);
+  EXPECT_EQ(s->messages[0], down);
 }
 
 }  // namespace

@@ -220,7 +220,9 @@ TEST(VsockPacket, UnknownOpOrTypeAsksForAnRst) {
   EXPECT_EQ(parse_packet(tx_chain(drv, q, wire_of(h, {}), {})).status, packet_status::reply_rst);
 
   h = sample_header(vsock_op::request);
-  h.type = static_cast<std::uint16_t>(vsock_type::seqpacket);  // not negotiated
+  h.type = static_cast<std::uint16_t>(vsock_type::seqpacket);
+  EXPECT_EQ(parse_packet(tx_chain(drv, q, wire_of(h, {}), {})).status, packet_status::ok);
+  h.type = 3;  // neither STREAM nor SEQPACKET
   p = parse_packet(tx_chain(drv, q, wire_of(h, {}), {}));
   EXPECT_EQ(p.status, packet_status::reply_rst);
   EXPECT_NE(p.reason.find("unsupported socket type"), std::string::npos);
@@ -235,7 +237,7 @@ TEST(VsockPacket, UnknownOpOrTypeAsksForAnRst) {
   EXPECT_EQ(reply.dst_cid, 3u);
   EXPECT_EQ(reply.src_port, 2761u);
   EXPECT_EQ(reply.dst_port, 1025u);
-  EXPECT_EQ(reply.type, static_cast<std::uint16_t>(vsock_type::seqpacket));
+  EXPECT_EQ(reply.type, 3u);
   EXPECT_EQ(reply.op, static_cast<std::uint16_t>(vsock_op::rst));
   EXPECT_EQ(reply.len, 0u);
 }
