@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -229,6 +230,81 @@ int parse_vsock_address(const sockaddr* addr, socklen_t len, sockaddr_vm& out) {
 
 constexpr timeval default_connect_timeout{2, 0};
 
+// Linux refuses an AF_UNIX SOCK_SEQPACKET message larger than the send
+// buffer less 32 bytes (unix_dgram_sendmsg).
+constexpr std::uint64_t unix_send_overhead = 32;
+
+// Makes the AF_UNIX send buffer of a connected seqpacket socket take a
+// message of `message` bytes: raised, never lowered (hvsockd sized it for
+// 1 MiB messages already). SO_SNDBUFFORCE needs CAP_NET_ADMIN; SO_SNDBUF
+// stops at net.core.wmem_max (the kernel doubles the value set).
+void size_send_buffer(int fd, std::uint64_t message) {
+  int have = 0;
+  socklen_t len = sizeof have;
+  if (real::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &have, &len) != 0) return;
+  if (have > 0 && static_cast<std::uint64_t>(have) >= message + unix_send_overhead) return;
+  const int want = static_cast<int>(
+      std::min<std::uint64_t>((message + unix_send_overhead + 4096) / 2, INT_MAX / 2));
+  if (real::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) != 0)
+    (void)real::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+}
+
+// The fd an MSG_EOR message carries as its marker: /dev/null, opened on
+// first use, at a high number out of the program's way. A program that
+// closes it (closefrom) gets a new one at the next send.
+std::atomic<int> eor_marker{-1};
+constexpr int eor_marker_lowest = 512;
+
+int eor_marker_fd() {
+  int fd = eor_marker.load(std::memory_order_acquire);
+  if (fd >= 0) return fd;
+  fd = real::openat(AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (const int high = real::fcntl_int(fd, F_DUPFD_CLOEXEC, eor_marker_lowest); high >= 0) {
+    real::close(fd);
+    fd = high;
+  }
+  int expected = -1;
+  if (!eor_marker.compare_exchange_strong(expected, fd, std::memory_order_acq_rel)) {
+    real::close(fd);  // another thread made one meanwhile
+    return expected;
+  }
+  return fd;
+}
+
+ssize_t send_marked(int fd, msghdr& out, int flags, bool eor) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  for (int attempt = 0;; ++attempt) {
+    out.msg_control = nullptr;
+    out.msg_controllen = 0;
+    const int marker = eor ? eor_marker_fd() : -1;
+    if (marker >= 0) {
+      out.msg_control = control;
+      out.msg_controllen = sizeof control;
+      cmsghdr* c = CMSG_FIRSTHDR(&out);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(c), &marker, sizeof marker);
+    }
+    const ssize_t n = real::sendmsg(fd, &out, flags);
+    if (n >= 0 || marker < 0 || attempt > 1) return n;
+    if (errno == EBADF && real::fcntl_int(fd, F_GETFD, 0) >= 0) {
+      // The program closed the marker: make a new one.
+      int stale = marker;
+      eor_marker.compare_exchange_strong(stale, -1, std::memory_order_acq_rel);
+      continue;
+    }
+    // Too many fds in flight for this user (RLIMIT_NOFILE, without
+    // CAP_SYS_RESOURCE): the message goes, its MSG_EOR does not.
+    if (errno == ETOOMANYREFS) {
+      eor = false;
+      continue;
+    }
+    return n;
+  }
+}
+
 }  // namespace
 
 void prepare_emulation() {
@@ -403,11 +479,16 @@ int listen_again(int fd, emulated_socket& s, std::uint64_t seen, bool blocking) 
 int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, int flags) {
   if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return fail(EINVAL);
   int family = 0, type = SOCK_STREAM;
+  std::uint64_t buffer_size = 0, buffer_min = 0, buffer_max = 0;
   {
     std::lock_guard guard(s.lock);
     if (s.state != socket_state::listening) return fail(EINVAL);
     family = s.family;
     type = s.type;
+    // An accepted socket inherits its listener's buffer sizes, as in the kernel.
+    buffer_size = s.buffer_size;
+    buffer_min = s.buffer_min;
+    buffer_max = s.buffer_max;
   }
   // Not under the socket's lock: a blocking accept must not stop others.
   std::array<std::byte, wire::max_message_size + 1> buf{};
@@ -453,6 +534,13 @@ int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, 
   accepted->peer = wire::from_raw(incoming->peer);
   accepted->local_vsock = {incoming->local_cid, port_of(accepted->local.service)};
   accepted->peer_vsock = {incoming->peer_cid, port_of(accepted->peer.service)};
+  accepted->buffer_size = buffer_size;
+  accepted->buffer_min = buffer_min;
+  accepted->buffer_max = buffer_max;
+  if (type == SOCK_SEQPACKET) {
+    size_send_buffer(stream.get(), buffer_size);
+    accepted->message_data.store(true, std::memory_order_release);
+  }
   const int new_fd = stream.release();
   socket_table::instance().set(new_fd, accepted);
   if (addr != nullptr && len != nullptr)
@@ -515,6 +603,10 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
   s.local_vsock.port = port_of(s.local.service);
   s.peer_vsock =
       s.family == AF_VSOCK ? peer_vsock : vsock_address{reply.peer_cid, port_of(s.peer.service)};
+  if (s.type == SOCK_SEQPACKET) {
+    size_send_buffer(fd, s.buffer_size);
+    s.message_data.store(true, std::memory_order_release);
+  }
   return non_blocking ? fail(EINPROGRESS) : 0;
 }
 
@@ -576,8 +668,18 @@ int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, so
   }
 }
 
-int emulated_setsockopt(emulated_socket& s, int level, int name, const void* value, socklen_t len) {
+int emulated_setsockopt(int fd, emulated_socket& s, int level, int name, const void* value,
+                        socklen_t len) {
   std::lock_guard guard(s.lock);
+  // A connected seqpacket socket's AF_UNIX send buffer follows its size.
+  struct resize_after {
+    int fd;
+    emulated_socket& s;
+    ~resize_after() {
+      if (s.type == SOCK_SEQPACKET && s.state == socket_state::connected)
+        size_send_buffer(fd, s.buffer_size);
+    }
+  } resize{fd, s};
   if (level == SOL_SOCKET && s.family == af_hyperv) {
     std::uint32_t v = 0;
     switch (name) {
@@ -647,6 +749,86 @@ int emulated_ioctl(emulated_socket& s, unsigned long request, void* arg) {
   const unsigned int cid = own_cid();
   std::memcpy(arg, &cid, sizeof cid);
   return 0;
+}
+
+ssize_t emulated_sendmsg(int fd, emulated_socket& s, const msghdr* msg, int flags,
+                         bool implied_eor) {
+  if (msg == nullptr || (msg->msg_iov == nullptr && msg->msg_iovlen != 0)) return fail(EFAULT);
+  // A connected vsock socket refuses an address (AF_UNIX would ignore it).
+  if (msg->msg_namelen != 0) return fail(EISCONN);
+  std::size_t length = 0;
+  for (std::size_t i = 0; i < msg->msg_iovlen; ++i) length += msg->msg_iov[i].iov_len;
+  // Linux's vsock sends no packet for an empty message, and returns 0: the
+  // receiver sees nothing (checked on 6.1 and 6.12).
+  if (length == 0) return 0;
+  std::uint64_t limit = 0;
+  {
+    std::lock_guard guard(s.lock);
+    limit = s.buffer_size;
+  }
+  if (length > limit) return fail(EMSGSIZE);
+  msghdr out{};
+  out.msg_iov = msg->msg_iov;
+  out.msg_iovlen = msg->msg_iovlen;
+  return send_marked(fd, out, flags & ~MSG_EOR, implied_eor || (flags & MSG_EOR) != 0);
+}
+
+int emulated_sendmmsg(int fd, emulated_socket& s, mmsghdr* vec, unsigned int count, int flags) {
+  if (vec == nullptr && count != 0) return fail(EFAULT);
+  unsigned int sent = 0;
+  for (; sent < count; ++sent) {
+    const ssize_t n = emulated_sendmsg(fd, s, &vec[sent].msg_hdr, flags, false);
+    if (n < 0) return sent > 0 ? static_cast<int>(sent) : -1;
+    vec[sent].msg_len = static_cast<unsigned int>(n);
+  }
+  return static_cast<int>(sent);
+}
+
+ssize_t emulated_recvmsg(int fd, msghdr* msg, int flags) {
+  if (msg == nullptr || (flags & MSG_ERRQUEUE)) return real::recvmsg(fd, msg, flags);
+  // Room for a marker and for credentials (SO_PASSCRED, which libhvsock's
+  // message_socket sets on its end): vsock itself has no control data.
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int)) + CMSG_SPACE(sizeof(ucred))];
+  void* const app_control = msg->msg_control;
+  const auto app_length = msg->msg_controllen;
+  msg->msg_control = control;
+  msg->msg_controllen = sizeof control;
+  const ssize_t n = real::recvmsg(fd, msg, flags | MSG_CMSG_CLOEXEC);
+  const int err = errno;
+  bool eor = false;
+  if (n >= 0) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      eor = true;
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int passed = -1;
+        std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+        real::close(passed);
+      }
+    }
+  }
+  msg->msg_control = app_control;
+  msg->msg_controllen = n >= 0 ? 0 : app_length;
+  if (n >= 0) {
+    msg->msg_flags &= ~MSG_CTRUNC;
+    if (eor) msg->msg_flags |= MSG_EOR;
+  }
+  errno = err;
+  return n;
+}
+
+int emulated_recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags) {
+  if (vec == nullptr && count != 0) return fail(EFAULT);
+  unsigned int got = 0;
+  for (; got < count; ++got) {
+    int each = flags & ~MSG_WAITFORONE;
+    if (got > 0 && (flags & MSG_WAITFORONE)) each |= MSG_DONTWAIT;
+    const ssize_t n = emulated_recvmsg(fd, &vec[got].msg_hdr, each);
+    if (n < 0) return got > 0 ? static_cast<int>(got) : -1;
+    vec[got].msg_len = static_cast<unsigned int>(n);
+  }
+  return static_cast<int>(got);
 }
 
 }  // namespace hvsock::preload

@@ -37,8 +37,30 @@ int emulated_getpeername(emulated_socket& s, sockaddr* addr, socklen_t* len);
 int emulated_shutdown(int fd, emulated_socket& s, int how);
 // Return 1 when the option was not one of ours (the caller passes it on).
 int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, socklen_t* len);
-int emulated_setsockopt(emulated_socket& s, int level, int name, const void* value, socklen_t len);
+int emulated_setsockopt(int fd, emulated_socket& s, int level, int name, const void* value,
+                        socklen_t len);
 int emulated_ioctl(emulated_socket& s, unsigned long request, void* arg);
+
+// The data calls of a connected SOCK_SEQPACKET socket (s.message_data),
+// as Linux 6.12's vsock makes them (docs/compatibility.md):
+// - a message of no bytes sends nothing and returns 0;
+// - a message larger than the socket's SO_VM_SOCKETS_BUFFER_SIZE fails with
+//   EMSGSIZE (the kernel's bound is the smaller of both ends' sizes; the
+//   shim knows only its own);
+// - MSG_EOR (which write() and writev() imply on a seqpacket socket) reaches
+//   the receiver's recvmsg: it travels as an SCM_RIGHTS marker (one
+//   /dev/null fd) beside the message, so the bytes are the message's own and
+//   receivers that are not the shim (libhvsock's message_socket, hvsockd's
+//   vsock device) read them unchanged and drop the fd. Receive calls
+//   without control room (read, recv) have the kernel drop it too.
+// `implied_eor`: write()/writev(), which the kernel sends with MSG_EOR.
+ssize_t emulated_sendmsg(int fd, emulated_socket& s, const msghdr* msg, int flags,
+                         bool implied_eor);
+int emulated_sendmmsg(int fd, emulated_socket& s, mmsghdr* vec, unsigned int count, int flags);
+// recvmsg: the marker's fds closed, MSG_EOR reported where it was sent.
+ssize_t emulated_recvmsg(int fd, msghdr* msg, int flags);
+// recvmmsg as recvmsg per message; its timeout is not applied.
+int emulated_recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags);
 
 // Sentinel return of the *sockopt functions: not emulated, use the real call.
 inline constexpr int pass_through = 1;

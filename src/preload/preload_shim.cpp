@@ -8,10 +8,12 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -38,6 +40,23 @@ std::shared_ptr<hvsock::preload::emulated_socket> lookup(int fd) {
 std::shared_ptr<hvsock::preload::emulated_socket> lookup_socket(int fd) {
   auto s = lookup(fd);
   return s != nullptr && s->family != 0 ? s : nullptr;
+}
+
+// The connected emulated SOCK_SEQPACKET socket behind fd, whose data calls
+// are the shim's; nullptr for every other fd (a lock-free test first: every
+// write and read of the program comes through here).
+std::shared_ptr<hvsock::preload::emulated_socket> message_socket(int fd) {
+  if (!socket_table::instance().maybe_seqpacket(fd)) return nullptr;
+  auto s = socket_table::instance().find(fd);
+  return s != nullptr && s->message_data.load(std::memory_order_acquire) ? s : nullptr;
+}
+
+msghdr one_buffer(iovec& iov, const void* data, size_t len) {
+  iov = {const_cast<void*>(data), len};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  return m;
 }
 
 bool is_vsock_device(const char* path) {
@@ -122,10 +141,77 @@ HVSOCK_EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t
 
 HVSOCK_EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
   if (auto s = lookup_socket(fd)) {
-    const int r = preload::emulated_setsockopt(*s, level, name, value, len);
+    const int r = preload::emulated_setsockopt(fd, *s, level, name, value, len);
     if (r != preload::pass_through) return r;
   }
   return real::setsockopt(fd, level, name, value, len);
+}
+
+// Data calls: only a connected SOCK_SEQPACKET socket's take the shim's path
+// (emulation.hpp); streams' and every other fd's go to the C library as
+// they are. read/recv/recvfrom need no help: without control room the
+// kernel drops an MSG_EOR marker by itself, and they report no flags.
+HVSOCK_EXPORT ssize_t send(int fd, const void* data, size_t len, int flags) {
+  if (auto s = message_socket(fd)) {
+    iovec iov;
+    const msghdr m = one_buffer(iov, data, len);
+    return preload::emulated_sendmsg(fd, *s, &m, flags, false);
+  }
+  return real::send(fd, data, len, flags);
+}
+
+HVSOCK_EXPORT ssize_t sendto(int fd, const void* data, size_t len, int flags, const sockaddr* to,
+                             socklen_t to_len) {
+  if (auto s = message_socket(fd)) {
+    iovec iov;
+    msghdr m = one_buffer(iov, data, len);
+    m.msg_name = const_cast<sockaddr*>(to);
+    m.msg_namelen = to == nullptr ? 0 : to_len;
+    return preload::emulated_sendmsg(fd, *s, &m, flags, false);
+  }
+  return real::sendto(fd, data, len, flags, to, to_len);
+}
+
+HVSOCK_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  if (auto s = message_socket(fd)) return preload::emulated_sendmsg(fd, *s, msg, flags, false);
+  return real::sendmsg(fd, msg, flags);
+}
+
+HVSOCK_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int count, int flags) {
+  if (auto s = message_socket(fd)) return preload::emulated_sendmmsg(fd, *s, vec, count, flags);
+  return real::sendmmsg(fd, vec, count, flags);
+}
+
+// write and writev on a seqpacket socket send with MSG_EOR (sock_write_iter).
+HVSOCK_EXPORT ssize_t write(int fd, const void* data, size_t len) {
+  if (auto s = message_socket(fd)) {
+    iovec iov;
+    const msghdr m = one_buffer(iov, data, len);
+    return preload::emulated_sendmsg(fd, *s, &m, 0, true);
+  }
+  return real::write(fd, data, len);
+}
+
+HVSOCK_EXPORT ssize_t writev(int fd, const iovec* iov, int count) {
+  if (count >= 0 && count <= IOV_MAX) {
+    if (auto s = message_socket(fd)) {
+      msghdr m{};
+      m.msg_iov = const_cast<iovec*>(iov);
+      m.msg_iovlen = static_cast<size_t>(count);
+      return preload::emulated_sendmsg(fd, *s, &m, 0, true);
+    }
+  }
+  return real::writev(fd, iov, count);
+}
+
+HVSOCK_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  if (message_socket(fd) != nullptr) return preload::emulated_recvmsg(fd, msg, flags);
+  return real::recvmsg(fd, msg, flags);
+}
+
+HVSOCK_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags, timespec* timeout) {
+  if (message_socket(fd) != nullptr) return preload::emulated_recvmmsg(fd, vec, count, flags);
+  return real::recvmmsg(fd, vec, count, flags, timeout);
 }
 
 HVSOCK_EXPORT int shutdown(int fd, int how) {

@@ -63,7 +63,16 @@ HVSOCK_REAL(close);
 HVSOCK_REAL(dup);
 HVSOCK_REAL(dup2);
 HVSOCK_REAL(dup3);
+HVSOCK_REAL(send);
+HVSOCK_REAL(sendto);
+HVSOCK_REAL(sendmsg);
+HVSOCK_REAL(sendmmsg);
+HVSOCK_REAL(recvmsg);
+HVSOCK_REAL(recvmmsg);
 #undef HVSOCK_REAL
+// write and writev carry attributes that a template argument cannot.
+constinit next_call<ssize_t(int, const void*, size_t)> write_call("write");
+constinit next_call<ssize_t(int, const iovec*, int)> writev_call("writev");
 constinit next_call<int(int, int, ...)> fcntl_call("fcntl");
 constinit next_call<int(int, unsigned long, ...)> ioctl_call("ioctl");
 constinit next_call<int(int, const char*, int, ...)> openat_call("openat");
@@ -87,6 +96,14 @@ void resolve_all() {
   dup_call();
   dup2_call();
   dup3_call();
+  send_call();
+  sendto_call();
+  sendmsg_call();
+  sendmmsg_call();
+  write_call();
+  writev_call();
+  recvmsg_call();
+  recvmmsg_call();
   fcntl_call();
   ioctl_call();
   openat_call();
@@ -120,6 +137,23 @@ int close(int fd) { return close_call()(fd); }
 int dup(int fd) { return dup_call()(fd); }
 int dup2(int fd, int to) { return dup2_call()(fd, to); }
 int dup3(int fd, int to, int flags) { return dup3_call()(fd, to, flags); }
+ssize_t send(int fd, const void* data, size_t len, int flags) {
+  return send_call()(fd, data, len, flags);
+}
+ssize_t sendto(int fd, const void* data, size_t len, int flags, const sockaddr* to,
+               socklen_t to_len) {
+  return sendto_call()(fd, data, len, flags, to, to_len);
+}
+ssize_t sendmsg(int fd, const msghdr* msg, int flags) { return sendmsg_call()(fd, msg, flags); }
+int sendmmsg(int fd, mmsghdr* vec, unsigned int count, int flags) {
+  return sendmmsg_call()(fd, vec, count, flags);
+}
+ssize_t write(int fd, const void* data, size_t len) { return write_call()(fd, data, len); }
+ssize_t writev(int fd, const iovec* iov, int count) { return writev_call()(fd, iov, count); }
+ssize_t recvmsg(int fd, msghdr* msg, int flags) { return recvmsg_call()(fd, msg, flags); }
+int recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags, timespec* timeout) {
+  return recvmmsg_call()(fd, vec, count, flags, timeout);
+}
 int fcntl_int(int fd, int cmd, int arg) { return fcntl_call()(fd, cmd, arg); }
 int fcntl_any(int fd, int cmd, void* arg) { return fcntl_call()(fd, cmd, arg); }
 int ioctl_ptr(int fd, unsigned long request, void* arg) { return ioctl_call()(fd, request, arg); }

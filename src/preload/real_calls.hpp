@@ -5,6 +5,7 @@
 
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 namespace hvsock::preload::real {
 
@@ -27,6 +28,15 @@ int close(int fd);
 int dup(int fd);
 int dup2(int fd, int to);
 int dup3(int fd, int to, int flags);
+ssize_t send(int fd, const void* data, size_t len, int flags);
+ssize_t sendto(int fd, const void* data, size_t len, int flags, const sockaddr* to,
+               socklen_t to_len);
+ssize_t sendmsg(int fd, const msghdr* msg, int flags);
+int sendmmsg(int fd, mmsghdr* vec, unsigned int count, int flags);
+ssize_t write(int fd, const void* data, size_t len);
+ssize_t writev(int fd, const iovec* iov, int count);
+ssize_t recvmsg(int fd, msghdr* msg, int flags);
+int recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags, timespec* timeout);
 int fcntl_int(int fd, int cmd, int arg);
 // Any command: the argument travels as a pointer-sized value, as in glibc.
 int fcntl_any(int fd, int cmd, void* arg);

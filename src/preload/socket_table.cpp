@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include <new>
 
@@ -83,8 +84,23 @@ std::shared_ptr<emulated_socket> socket_table::find(int fd) {
   return it == sockets_.end() ? nullptr : it->second;
 }
 
+void socket_table::mark(int fd, const emulated_socket* s) {
+  const bool seqpacket = s != nullptr && s->family == AF_VSOCK && s->type == SOCK_SEQPACKET;
+  if (fd < 0) return;
+  if (fd >= marked_fds) {
+    if (seqpacket) high_seqpacket_.store(true, std::memory_order_relaxed);
+    return;
+  }
+  const auto bit = std::uint64_t{1} << (fd % 64);
+  if (seqpacket)
+    seqpacket_[fd / 64].fetch_or(bit, std::memory_order_relaxed);
+  else
+    seqpacket_[fd / 64].fetch_and(~bit, std::memory_order_relaxed);
+}
+
 void socket_table::set(int fd, std::shared_ptr<emulated_socket> s) {
   std::lock_guard guard(lock_);
+  mark(fd, s.get());
   sockets_[fd] = std::move(s);
 }
 
@@ -93,6 +109,7 @@ void socket_table::erase(int fd) {
   std::lock_guard guard(lock_);
   auto it = sockets_.find(fd);
   if (it == sockets_.end()) return;
+  mark(fd, nullptr);
   gone = std::move(it->second);
   sockets_.erase(it);
 }
@@ -102,8 +119,10 @@ void socket_table::copy(int from, int to) {
   auto it = sockets_.find(from);
   if (it == sockets_.end()) {
     sockets_.erase(to);
+    mark(to, nullptr);
     return;
   }
+  mark(to, it->second.get());
   sockets_[to] = it->second;
 }
 

@@ -17,6 +17,8 @@
 
 #include <sys/time.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <memory_resource>
@@ -56,8 +58,11 @@ struct emulated_socket {
   // that was said on stderr.
   std::uint32_t relisten_delay_ms = 0;
   bool relisten_said = false;
-  bool shut_down = false;         // shutdown() was called (getpeername then says ENOTCONN)
-  int pending_error = 0;          // a non-blocking connect's refusal, for SO_ERROR
+  bool shut_down = false;  // shutdown() was called (getpeername then says ENOTCONN)
+  int pending_error = 0;   // a non-blocking connect's refusal, for SO_ERROR
+  // A connected SOCK_SEQPACKET socket: its data calls take the shim's path
+  // (data_calls in emulation.hpp). Read without the lock by those calls.
+  std::atomic<bool> message_data{false};
   timeval connect_timeout{2, 0};  // vsock's default
   std::uint64_t buffer_size = 262144, buffer_min = 128, buffer_max = 262144;
 };
@@ -100,12 +105,27 @@ class socket_table {
   // Makes `to` share `from`'s state (dup); forgets `to`'s old state.
   void copy(int from, int to);
 
+  // Whether fd may be an emulated SOCK_SEQPACKET socket: lock-free, for the
+  // data calls (write, send, recvmsg, ...) every fd of the process makes.
+  // False for every other fd; when true, find() tells the rest.
+  bool maybe_seqpacket(int fd) const noexcept {
+    if (fd < 0) return false;
+    if (fd >= marked_fds) return high_seqpacket_.load(std::memory_order_relaxed);
+    const auto bit = std::uint64_t{1} << (fd % 64);
+    return (seqpacket_[fd / 64].load(std::memory_order_relaxed) & bit) != 0;
+  }
+
   void lock_for_fork();
   void unlock_in_parent();
   void unlock_in_child();
 
  private:
-  std::mutex lock_;  // before memory_'s, when both are taken
+  void mark(int fd, const emulated_socket* s);  // with lock_ held
+
+  static constexpr int marked_fds = 1 << 16;
+  std::array<std::atomic<std::uint64_t>, marked_fds / 64> seqpacket_{};
+  std::atomic<bool> high_seqpacket_{false};  // a seqpacket fd was at marked_fds or above
+  std::mutex lock_;                          // before memory_'s, when both are taken
   fork_safe_memory memory_;
   std::pmr::unordered_map<int, std::shared_ptr<emulated_socket>> sockets_{&memory_};
 };

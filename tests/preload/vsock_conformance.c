@@ -1281,12 +1281,53 @@ static void case_seqpacket(unsigned port) {
   if (send(c, "no", 2, MSG_NOSIGNAL) != 2) GIVE_UP("send");
   check_eq(recv_flags(s, buf, sizeof buf, 0, &flags), 2, "a message sent without MSG_EOR");
   check_eq(flags & MSG_EOR, 0, "its receiver sees no MSG_EOR");
+  /* write() on a SOCK_SEQPACKET socket sends with MSG_EOR (sock_write_iter). */
+  if (write(c, "wr", 2) != 2) GIVE_UP("write");
+  check_eq(recv_flags(s, buf, sizeof buf, 0, &flags), 2, "a message sent with write()");
+  check_true((flags & MSG_EOR) != 0, "write() implies MSG_EOR", "MSG_EOR", flags);
+  if (send(c, "0123456789", 10, MSG_NOSIGNAL | MSG_EOR) != 10) GIVE_UP("send MSG_EOR");
+  check_eq(recv_flags(s, buf, 4, 0, &flags), 4, "a cut message sent with MSG_EOR");
+  check_eq(flags & (MSG_TRUNC | MSG_EOR), MSG_TRUNC | MSG_EOR,
+           "its receiver sees MSG_TRUNC | MSG_EOR");
+  if (!kernel_before(6, 12)) {
+    if (send(c, "pk", 2, MSG_NOSIGNAL | MSG_EOR) != 2) GIVE_UP("send MSG_EOR");
+    check_eq(recv_flags(s, buf, sizeof buf, MSG_PEEK, &flags), 2, "MSG_PEEK of a MSG_EOR message");
+    check_true((flags & MSG_EOR) != 0, "MSG_PEEK sees MSG_EOR (6.12)", "MSG_EOR", flags);
+    check_eq(recv(s, buf, sizeof buf, 0), 2, "the peeked MSG_EOR message is received");
+  }
 
-  /* A message larger than the peer's buffer (256 KiB by default). */
-  /* 6.12 says EMSGSIZE; 6.1 turned every error of the transport's enqueue
-   * into ENOMEM. */
-  check_err(send(c, big, sizeof big, MSG_NOSIGNAL), kernel_before(6, 12) ? ENOMEM : EMSGSIZE,
-            "a message over the peer's buffer size (256 KiB) -> EMSGSIZE (6.1: ENOMEM)");
+  /* A message of no bytes: the kernel sends no packet and returns 0, so the
+   * receiver never sees it (6.1 and 6.12). */
+  check_eq(send(c, "", 0, MSG_NOSIGNAL), 0, "a zero-length send returns 0");
+  check_eq(send(c, "", 0, MSG_NOSIGNAL | MSG_EOR), 0, "a zero-length send with MSG_EOR returns 0");
+  if (send(c, "after", 5, MSG_NOSIGNAL) != 5) GIVE_UP("send");
+  check_eq(recv(s, buf, sizeof buf, 0), 5,
+           "a zero-length send delivers nothing: the next message comes first");
+
+  /* The size of a message is bounded by the smaller of both ends'
+   * SO_VM_SOCKETS_BUFFER_SIZE (256 KiB by default). 6.12 says EMSGSIZE; 6.1
+   * turned every error of the transport's enqueue into ENOMEM. Blocking
+   * sends: the credit the earlier messages used comes back asynchronously. */
+  int too_big = kernel_before(6, 12) ? ENOMEM : EMSGSIZE;
+  check_err(send(c, big, 262145, MSG_NOSIGNAL), too_big,
+            "a message one byte over the buffer size (256 KiB) -> EMSGSIZE (6.1: ENOMEM)");
+  check_eq(send(c, big, 262144, MSG_NOSIGNAL), 262144, "a message of the buffer size goes");
+  check_eq(recv(s, buf, sizeof buf, MSG_TRUNC), 262144, "and arrives whole");
+  if (set_u64_opt(c, SO_VM_SOCKETS_BUFFER_SIZE, 100000) != 0) GIVE_UP("SO_VM_SOCKETS_BUFFER_SIZE");
+  check_err(
+      send(c, big, 100001, MSG_NOSIGNAL), too_big,
+      "the sender's own buffer size of 100000 bounds a message too -> EMSGSIZE (6.1: ENOMEM)");
+  check_eq(send(c, big, 100000, MSG_NOSIGNAL), 100000,
+           "a message of the sender's buffer size (100000) goes");
+  check_eq(recv(s, buf, sizeof buf, MSG_TRUNC), 100000, "and arrives whole (100000)");
+  if (set_u64_opt(c, SO_VM_SOCKETS_BUFFER_MAX_SIZE, 1u << 20) != 0 ||
+      set_u64_opt(c, SO_VM_SOCKETS_BUFFER_SIZE, 1u << 20) != 0)
+    GIVE_UP("SO_VM_SOCKETS_BUFFER_SIZE 1 MiB");
+  long over = send(c, big, sizeof big, MSG_NOSIGNAL);
+  check_err(over, too_big,
+            "a sender's 1 MiB buffer does not lift the peer's bound (256 KiB) -> EMSGSIZE (6.1: "
+            "ENOMEM)");
+  if (over > 0) recv(s, buf, sizeof buf, MSG_TRUNC);
 
   /* The types never meet: a connect of the other type is reset. */
   int sc = new_socket(0);
@@ -1304,6 +1345,33 @@ static void case_seqpacket(unsigned port) {
   if (other < 0) return;
   check_err(bind_vm(other, VMADDR_CID_ANY, port), EADDRINUSE,
             "a stream bind of a seqpacket listener's port -> EADDRINUSE");
+
+  /* A non-blocking send bigger than the free credit: Linux (6.1 and 6.12)
+   * sends the part that fits, without the end of the message, and says
+   * EAGAIN; the next message then continues that part. */
+  int l3 = seq_socket();
+  if (l3 < 0) return;
+  if (bind_vm(l3, VMADDR_CID_ANY, port + 2) != 0 || listen(l3, 8) != 0) GIVE_UP("listen");
+  int c3 = seq_socket();
+  if (c3 < 0) return;
+  if (connect_vm(c3, local_cid, port + 2) != 0) GIVE_UP("connect");
+  int s3 = track(accept(l3, NULL, NULL));
+  if (s3 < 0) GIVE_UP("accept");
+  fcntl(c3, F_SETFL, fd_flags(c3) | O_NONBLOCK);
+  int whole = 0;
+  long last = 0;
+  while (whole < 64 && (last = send(c3, big, 100000, MSG_NOSIGNAL)) == 100000) ++whole;
+  check_err(last, EAGAIN,
+            "non-blocking 100000-byte messages: EAGAIN once the peer's buffer is full");
+  for (int i = 0; i < whole; ++i)
+    if (recv(s3, buf, sizeof buf, MSG_TRUNC) != 100000) GIVE_UP("recv a whole message");
+  fcntl(c3, F_SETFL, fd_flags(c3) & ~O_NONBLOCK);
+  if (send(c3, "tail", 4, MSG_NOSIGNAL) != 4) GIVE_UP("send");
+  long next = recv(s3, buf, sizeof buf, MSG_TRUNC);
+  info("the message after the EAGAIN: %llu bytes", (unsigned long long)next);
+  check_true(next > 4,
+             "a part of the message that met EAGAIN went, and the next message continues it",
+             "more than 4 bytes", next);
 
   /* The end: 0 once the peer closed. */
   drop(c);
