@@ -103,7 +103,21 @@ std::chrono::milliseconds timeout_of(const timeval& tv) {
 // error. Nothing is allocated on the way, whatever the answer (the calls
 // run in forked children of threaded programs too). Replies the shim waits
 // for carry no fd; any is closed.
+// Set while this thread waits on hvsockd inside the shim: the poll it
+// makes then is the shim's own, not the program's, and must not settle
+// pending connects (emulated_poll_prologue) under the lock it holds.
+thread_local bool inside_shim_wait = false;
+
+struct shim_wait {
+  bool was = inside_shim_wait;
+  shim_wait() { inside_shim_wait = true; }
+  ~shim_wait() { inside_shim_wait = was; }
+  shim_wait(const shim_wait&) = delete;
+  shim_wait& operator=(const shim_wait&) = delete;
+};
+
 int await_reply(int control, std::chrono::milliseconds limit, wire::reply& reply) {
+  shim_wait waiting;
   const std::error_code error = detail::read_reply(control, limit, reply);
   return error ? errno_for(error, "hvsockd closed a control connection") : 0;
 }
@@ -548,9 +562,83 @@ int emulated_accept(int fd, emulated_socket& s, sockaddr* addr, socklen_t* len, 
   return new_fd;
 }
 
+namespace {
+
+// hvsockd's answer to the connect of `fd`: 0 (connected) or the errno of
+// its refusal. With s.lock held.
+void finish_connect(int fd, emulated_socket& s, const vsock_address& peer_vsock,
+                    const wire::reply& reply, int err) {
+  if (err != 0) {
+    renew_if_connected(fd, s.type);
+    s.state = socket_state::unbound;
+    return;
+  }
+  s.state = socket_state::connected;
+  s.local = wire::from_raw(reply.local);
+  s.peer = wire::from_raw(reply.peer);
+  // Linux leaves an autobound connector's CID at VMADDR_CID_ANY; a bound
+  // one keeps the CID it bound.
+  s.local_vsock.port = port_of(s.local.service);
+  s.peer_vsock =
+      s.family == AF_VSOCK ? peer_vsock : vsock_address{reply.peer_cid, port_of(s.peer.service)};
+  if (s.type == SOCK_SEQPACKET) {
+    size_send_buffer(fd, s.buffer_size);
+    s.message_data.store(true, std::memory_order_release);
+  }
+}
+
+// A pending non-blocking connect: reads hvsockd's answer if it comes
+// within `wait`, and then the socket is connected, or unconnected with the
+// refusal in SO_ERROR. No answer within the connect timeout (wait =
+// s.connect_timeout) is ETIMEDOUT, as the kernel's. With s.lock held.
+void settle_connect(emulated_socket& s, std::chrono::milliseconds wait) {
+  if (s.state != socket_state::connecting) return;
+  wire::reply reply{};
+  int err = 0;
+  {
+    shim_wait waiting;
+    const std::error_code error = detail::read_reply(s.connect_control, wait, reply);
+    if (error == make_error_code(errc::timed_out) && wait < timeout_of(s.connect_timeout)) return;
+    if (error) err = errno_for(error, "hvsockd closed a control connection");
+  }
+  real::close(std::exchange(s.connect_control, -1));
+  s.connect_pending.store(false, std::memory_order_release);
+  pending_connect_count.fetch_sub(1, std::memory_order_relaxed);
+  finish_connect(s.connect_fd, s, s.connect_peer, reply, err);
+  if (err != 0) s.pending_error = err;
+}
+
+}  // namespace
+
+void settle_pending_connects() {
+  if (inside_shim_wait || pending_connect_count.load(std::memory_order_relaxed) == 0) return;
+  shim_wait waiting;
+  std::array<std::shared_ptr<emulated_socket>, 64> pending;
+  const std::size_t n = socket_table::instance().pending_connects(pending.data(), pending.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    emulated_socket& s = *pending[i];
+    // Another thread working on it (its own connect, say) answers for it.
+    if (!s.lock.try_lock()) continue;
+    settle_connect(s, timeout_of(s.connect_timeout));
+    s.lock.unlock();
+  }
+}
+
 int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t len) {
   std::lock_guard guard(s.lock);
   if (addr == nullptr) return fail(EFAULT);
+  const bool non_blocking = real::fcntl_int(fd, F_GETFL, 0) & O_NONBLOCK;
+  if (s.state == socket_state::connecting) {
+    // As the kernel's: a blocking connect waits for the pending one; a
+    // non-blocking one says EALREADY while it is pending (the first time
+    // always: the answer has not been read yet), EISCONN once connected.
+    if (non_blocking && !std::exchange(s.connect_repeated, true)) return fail(EALREADY);
+    settle_connect(s, non_blocking ? std::chrono::milliseconds(0) : timeout_of(s.connect_timeout));
+    if (s.state == socket_state::connecting) return fail(EALREADY);
+    if (s.state == socket_state::connected) return non_blocking ? fail(EISCONN) : 0;
+    // Refused meanwhile: the kernel says EALREADY and SO_ERROR the reason.
+    return non_blocking ? fail(EALREADY) : fail(std::exchange(s.pending_error, 0));
+  }
   if (s.state == socket_state::connected) return fail(EISCONN);
   if (s.state == socket_state::listening) return fail(EINVAL);
   auto request =
@@ -581,42 +669,36 @@ int emulated_connect(int fd, emulated_socket& s, const sockaddr* addr, socklen_t
   if (!control) return fail(control.error());
   if (auto sent = detail::send_message(control->get(), wire::as_bytes(request), fd); !sent)
     return fail(sent.error());
-  // A non-blocking socket gets EINPROGRESS, as from the kernel, but the
-  // connect is already over when it returns: the socket is connected, or
-  // the refusal waits in SO_ERROR (docs/compatibility.md).
-  const bool non_blocking = real::fcntl_int(fd, F_GETFL, 0) & O_NONBLOCK;
+  if (non_blocking) {
+    // EINPROGRESS, as from the kernel; hvsockd's answer is read later, by
+    // the next call that needs it (settle_connect): a connect, SO_ERROR,
+    // getpeername, getsockname, shutdown, or a poll, select or epoll_wait
+    // of the process (docs/compatibility.md).
+    s.connect_control = control->release();
+    s.connect_fd = fd;
+    s.connect_peer = peer_vsock;
+    s.connect_repeated = false;
+    s.pending_error = 0;
+    s.state = socket_state::connecting;
+    pending_connect_count.fetch_add(1, std::memory_order_relaxed);
+    s.connect_pending.store(true, std::memory_order_release);
+    return fail(EINPROGRESS);
+  }
   wire::reply reply{};
-  if (const int err = await_reply(control->get(), timeout_of(s.connect_timeout), reply)) {
-    renew_if_connected(fd, s.type);
-    s.state = socket_state::unbound;
-    if (non_blocking) {
-      s.pending_error = err;
-      return fail(EINPROGRESS);
-    }
-    return fail(err);
-  }
-  s.state = socket_state::connected;
-  s.local = wire::from_raw(reply.local);
-  s.peer = wire::from_raw(reply.peer);
-  // Linux leaves an autobound connector's CID at VMADDR_CID_ANY; a bound
-  // one keeps the CID it bound.
-  s.local_vsock.port = port_of(s.local.service);
-  s.peer_vsock =
-      s.family == AF_VSOCK ? peer_vsock : vsock_address{reply.peer_cid, port_of(s.peer.service)};
-  if (s.type == SOCK_SEQPACKET) {
-    size_send_buffer(fd, s.buffer_size);
-    s.message_data.store(true, std::memory_order_release);
-  }
-  return non_blocking ? fail(EINPROGRESS) : 0;
+  const int err = await_reply(control->get(), timeout_of(s.connect_timeout), reply);
+  finish_connect(fd, s, peer_vsock, reply, err);
+  return err != 0 ? fail(err) : 0;
 }
 
 int emulated_getsockname(emulated_socket& s, sockaddr* addr, socklen_t* len) {
   std::lock_guard guard(s.lock);
+  settle_connect(s, timeout_of(s.connect_timeout));
   return report_address(s, s.local_vsock, s.local, addr, len);
 }
 
 int emulated_getpeername(emulated_socket& s, sockaddr* addr, socklen_t* len) {
   std::lock_guard guard(s.lock);
+  settle_connect(s, timeout_of(s.connect_timeout));
   // After its own shutdown (any direction) Linux's vsock is disconnecting.
   if (s.state != socket_state::connected || s.shut_down) return fail(ENOTCONN);
   return report_address(s, s.peer_vsock, s.peer, addr, len);
@@ -626,6 +708,7 @@ int emulated_shutdown(int fd, emulated_socket& s, int how) {
   {
     std::lock_guard guard(s.lock);
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return fail(EINVAL);
+    settle_connect(s, timeout_of(s.connect_timeout));
     // A listening fd is the shim's control connection: never shut it down.
     if (s.state != socket_state::connected) return fail(ENOTCONN);
     s.shut_down = true;
@@ -643,6 +726,7 @@ int emulated_getsockopt(emulated_socket& s, int level, int name, void* value, so
                        len);
     switch (name) {
       case SO_ERROR:
+        settle_connect(s, timeout_of(s.connect_timeout));
         if (s.pending_error != 0) return get_value(std::exchange(s.pending_error, 0), value, len);
         return pass_through;
       case SO_DOMAIN: return get_value(s.family, value, len);

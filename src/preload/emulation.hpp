@@ -62,6 +62,13 @@ ssize_t emulated_recvmsg(int fd, msghdr* msg, int flags);
 // recvmmsg as recvmsg per message; its timeout is not applied.
 int emulated_recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags);
 
+// Reads hvsockd's answers to the process's pending non-blocking connects
+// (each as its socket's next call would): the poll, select and epoll
+// wrappers call it first, so a connecting socket never polls as an
+// unconnected AF_UNIX socket (POLLOUT | POLLHUP). Nothing when none is
+// pending, or when the shim itself polls.
+void settle_pending_connects();
+
 // Sentinel return of the *sockopt functions: not emulated, use the real call.
 inline constexpr int pass_through = 1;
 

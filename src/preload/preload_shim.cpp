@@ -214,6 +214,58 @@ HVSOCK_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags, 
   return real::recvmmsg(fd, vec, count, flags, timeout);
 }
 
+// Waiting calls: hvsockd's answers to pending non-blocking connects are
+// read first (settle_pending_connects; nothing to do when none is pending),
+// so a connecting socket polls as the kernel's does once its connect is over.
+HVSOCK_EXPORT int poll(pollfd* fds, nfds_t count, int timeout) {
+  preload::settle_pending_connects();
+  return real::poll(fds, count, timeout);
+}
+
+HVSOCK_EXPORT int __poll_chk(pollfd* fds, nfds_t count, int timeout, size_t fds_size) {
+  preload::settle_pending_connects();
+  return real::poll_chk(fds, count, timeout, fds_size);
+}
+
+HVSOCK_EXPORT int ppoll(pollfd* fds, nfds_t count, const timespec* timeout, const sigset_t* mask) {
+  preload::settle_pending_connects();
+  return real::ppoll(fds, count, timeout, mask);
+}
+
+HVSOCK_EXPORT int __ppoll_chk(pollfd* fds, nfds_t count, const timespec* timeout,
+                              const sigset_t* mask, size_t fds_size) {
+  preload::settle_pending_connects();
+  return real::ppoll_chk(fds, count, timeout, mask, fds_size);
+}
+
+HVSOCK_EXPORT int select(int count, fd_set* in, fd_set* out, fd_set* except, timeval* timeout) {
+  preload::settle_pending_connects();
+  return real::select(count, in, out, except, timeout);
+}
+
+HVSOCK_EXPORT int pselect(int count, fd_set* in, fd_set* out, fd_set* except,
+                          const timespec* timeout, const sigset_t* mask) {
+  preload::settle_pending_connects();
+  return real::pselect(count, in, out, except, timeout, mask);
+}
+
+HVSOCK_EXPORT int epoll_wait(int epfd, epoll_event* events, int count, int timeout) {
+  preload::settle_pending_connects();
+  return real::epoll_wait(epfd, events, count, timeout);
+}
+
+HVSOCK_EXPORT int epoll_pwait(int epfd, epoll_event* events, int count, int timeout,
+                              const sigset_t* mask) {
+  preload::settle_pending_connects();
+  return real::epoll_pwait(epfd, events, count, timeout, mask);
+}
+
+HVSOCK_EXPORT int epoll_pwait2(int epfd, epoll_event* events, int count, const timespec* timeout,
+                               const sigset_t* mask) {
+  preload::settle_pending_connects();
+  return real::epoll_pwait2(epfd, events, count, timeout, mask);
+}
+
 HVSOCK_EXPORT int shutdown(int fd, int how) {
   if (auto s = lookup_socket(fd)) return preload::emulated_shutdown(fd, *s, how);
   return real::shutdown(fd, how);

@@ -73,6 +73,19 @@ HVSOCK_REAL(recvmmsg);
 // write and writev carry attributes that a template argument cannot.
 constinit next_call<ssize_t(int, const void*, size_t)> write_call("write");
 constinit next_call<ssize_t(int, const iovec*, int)> writev_call("writev");
+constinit next_call<int(pollfd*, nfds_t, int)> poll_call("poll");
+constinit next_call<int(pollfd*, nfds_t, int, size_t)> poll_chk_call("__poll_chk");
+constinit next_call<int(pollfd*, nfds_t, const timespec*, const sigset_t*)> ppoll_call("ppoll");
+constinit next_call<int(pollfd*, nfds_t, const timespec*, const sigset_t*, size_t)> ppoll_chk_call(
+    "__ppoll_chk");
+constinit next_call<int(int, fd_set*, fd_set*, fd_set*, timeval*)> select_call("select");
+constinit next_call<int(int, fd_set*, fd_set*, fd_set*, const timespec*, const sigset_t*)>
+    pselect_call("pselect");
+constinit next_call<int(int, epoll_event*, int, int)> epoll_wait_call("epoll_wait");
+constinit next_call<int(int, epoll_event*, int, int, const sigset_t*)> epoll_pwait_call(
+    "epoll_pwait");
+constinit next_call<int(int, epoll_event*, int, const timespec*, const sigset_t*)>
+    epoll_pwait2_call("epoll_pwait2");
 constinit next_call<int(int, int, ...)> fcntl_call("fcntl");
 constinit next_call<int(int, unsigned long, ...)> ioctl_call("ioctl");
 constinit next_call<int(int, const char*, int, ...)> openat_call("openat");
@@ -104,6 +117,15 @@ void resolve_all() {
   writev_call();
   recvmsg_call();
   recvmmsg_call();
+  poll_call();
+  poll_chk_call();
+  ppoll_call();
+  ppoll_chk_call();
+  select_call();
+  pselect_call();
+  epoll_wait_call();
+  epoll_pwait_call();
+  epoll_pwait2_call();
   fcntl_call();
   ioctl_call();
   openat_call();
@@ -153,6 +175,34 @@ ssize_t writev(int fd, const iovec* iov, int count) { return writev_call()(fd, i
 ssize_t recvmsg(int fd, msghdr* msg, int flags) { return recvmsg_call()(fd, msg, flags); }
 int recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags, timespec* timeout) {
   return recvmmsg_call()(fd, vec, count, flags, timeout);
+}
+int poll(pollfd* fds, nfds_t count, int timeout) { return poll_call()(fds, count, timeout); }
+int poll_chk(pollfd* fds, nfds_t count, int timeout, size_t fds_size) {
+  return poll_chk_call()(fds, count, timeout, fds_size);
+}
+int ppoll(pollfd* fds, nfds_t count, const timespec* timeout, const sigset_t* mask) {
+  return ppoll_call()(fds, count, timeout, mask);
+}
+int ppoll_chk(pollfd* fds, nfds_t count, const timespec* timeout, const sigset_t* mask,
+              size_t fds_size) {
+  return ppoll_chk_call()(fds, count, timeout, mask, fds_size);
+}
+int select(int count, fd_set* in, fd_set* out, fd_set* except, timeval* timeout) {
+  return select_call()(count, in, out, except, timeout);
+}
+int pselect(int count, fd_set* in, fd_set* out, fd_set* except, const timespec* timeout,
+            const sigset_t* mask) {
+  return pselect_call()(count, in, out, except, timeout, mask);
+}
+int epoll_wait(int epfd, epoll_event* events, int count, int timeout) {
+  return epoll_wait_call()(epfd, events, count, timeout);
+}
+int epoll_pwait(int epfd, epoll_event* events, int count, int timeout, const sigset_t* mask) {
+  return epoll_pwait_call()(epfd, events, count, timeout, mask);
+}
+int epoll_pwait2(int epfd, epoll_event* events, int count, const timespec* timeout,
+                 const sigset_t* mask) {
+  return epoll_pwait2_call()(epfd, events, count, timeout, mask);
 }
 int fcntl_int(int fd, int cmd, int arg) { return fcntl_call()(fd, cmd, arg); }
 int fcntl_any(int fd, int cmd, void* arg) { return fcntl_call()(fd, cmd, arg); }

@@ -3,6 +3,10 @@
 // that is not an emulated vsock socket, and for its own plumbing.
 #pragma once
 
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -37,6 +41,18 @@ ssize_t write(int fd, const void* data, size_t len);
 ssize_t writev(int fd, const iovec* iov, int count);
 ssize_t recvmsg(int fd, msghdr* msg, int flags);
 int recvmmsg(int fd, mmsghdr* vec, unsigned int count, int flags, timespec* timeout);
+int poll(pollfd* fds, nfds_t count, int timeout);
+int poll_chk(pollfd* fds, nfds_t count, int timeout, size_t fds_size);
+int ppoll(pollfd* fds, nfds_t count, const timespec* timeout, const sigset_t* mask);
+int ppoll_chk(pollfd* fds, nfds_t count, const timespec* timeout, const sigset_t* mask,
+              size_t fds_size);
+int select(int count, fd_set* in, fd_set* out, fd_set* except, timeval* timeout);
+int pselect(int count, fd_set* in, fd_set* out, fd_set* except, const timespec* timeout,
+            const sigset_t* mask);
+int epoll_wait(int epfd, epoll_event* events, int count, int timeout);
+int epoll_pwait(int epfd, epoll_event* events, int count, int timeout, const sigset_t* mask);
+int epoll_pwait2(int epfd, epoll_event* events, int count, const timespec* timeout,
+                 const sigset_t* mask);
 int fcntl_int(int fd, int cmd, int arg);
 // Any command: the argument travels as a pointer-sized value, as in glibc.
 int fcntl_any(int fd, int cmd, void* arg);

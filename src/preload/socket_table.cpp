@@ -33,6 +33,24 @@ void fork_safe_memory::do_deallocate(void* p, std::size_t bytes, std::size_t ali
 
 emulated_socket::~emulated_socket() {
   if (reservation >= 0) real::close(reservation);
+  if (connect_control >= 0) {
+    real::close(connect_control);
+    pending_connect_count.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+std::size_t socket_table::pending_connects(std::shared_ptr<emulated_socket>* out,
+                                           std::size_t room) {
+  std::lock_guard guard(lock_);
+  std::size_t n = 0;
+  for (auto& entry : sockets_) {
+    if (n == room) break;
+    if (!entry.second->connect_pending.load(std::memory_order_acquire)) continue;
+    bool seen = false;  // dups share one state
+    for (std::size_t i = 0; i < n && !seen; ++i) seen = out[i] == entry.second;
+    if (!seen) out[n++] = entry.second;
+  }
+  return n;
 }
 
 socket_table& socket_table::instance() {

@@ -29,7 +29,13 @@
 
 namespace hvsock::preload {
 
-enum class socket_state { unbound, bound, listening, connected };
+// connecting: a non-blocking connect hvsockd has not answered yet (or whose
+// answer the shim has not read): emulated_socket::connect_control.
+enum class socket_state { unbound, bound, listening, connecting, connected };
+
+// How many sockets of this process are `connecting`: while any is, the
+// shim's poll/select/epoll wrappers read hvsockd's answers first.
+inline std::atomic<int> pending_connect_count{0};
 
 // What a vsock-style getsockname/getpeername reports: a CID and a port.
 struct vsock_address {
@@ -60,6 +66,15 @@ struct emulated_socket {
   bool relisten_said = false;
   bool shut_down = false;  // shutdown() was called (getpeername then says ENOTCONN)
   int pending_error = 0;   // a non-blocking connect's refusal, for SO_ERROR
+  // connecting: the control connection hvsockd answers on, the fd the
+  // connect was made on, the address asked for, and whether a connect
+  // meanwhile already said EALREADY. connect_pending mirrors the state for
+  // readers without the lock.
+  int connect_control = -1;
+  int connect_fd = -1;
+  vsock_address connect_peer;
+  bool connect_repeated = false;
+  std::atomic<bool> connect_pending{false};
   // A connected SOCK_SEQPACKET socket: its data calls take the shim's path
   // (data_calls in emulation.hpp). Read without the lock by those calls.
   std::atomic<bool> message_data{false};
@@ -100,6 +115,9 @@ class socket_table {
 
   std::shared_ptr<emulated_socket> find(int fd);
   void set(int fd, std::shared_ptr<emulated_socket> s);
+  // Up to `room` sockets with a connect pending (connect_pending).
+  std::size_t pending_connects(std::shared_ptr<emulated_socket>* out, std::size_t room);
+
   // Forgets fd (its state goes with the last fd using it).
   void erase(int fd);
   // Makes `to` share `from`'s state (dup); forgets `to`'s old state.
