@@ -159,6 +159,7 @@ result<json> management_server::dispatch(const json& request) {
   if (op == "service.enable") return service_set_enabled(request, true);
   if (op == "service.disable") return service_set_enabled(request, false);
   if (op == "service.remove") return service_remove(request);
+  if (op == "service.import") return service_import(request);
   if (op == "vm.create") return vm_create(request);
   if (op == "vm.list") return vm_list();
   if (op == "vm.remove") return vm_remove(request);
@@ -166,7 +167,8 @@ result<json> management_server::dispatch(const json& request) {
   if (op == "stats") return stats_report();
   return bad_request(fmt::format(
       "unknown op \"{}\" (known: status, service.register, service.list, service.enable, "
-      "service.disable, service.remove, vm.create, vm.list, vm.remove, vm.set, stats)",
+      "service.disable, service.remove, service.import, vm.create, vm.list, vm.remove, vm.set, "
+      "stats)",
       op.substr(0, 64)));
 }
 
@@ -258,6 +260,45 @@ result<json> management_server::service_register(const json& request) {
   const service_entry& s = *ctx_.services.find(sid);
   log_(log_level::notice, fmt::format("service registered: \"{}\" ({})", s.name, s.id.to_string()));
   return describe(s);
+}
+
+result<json> management_server::service_import(const json& request) {
+  constexpr std::string_view op = "service.import";
+  if (!request.contains("services") || !request["services"].is_array())
+    return bad_request("service.import: \"services\" must be an array of {\"id\", \"name\"}");
+  const service_registry before = ctx_.services;
+  std::size_t added = 0, unchanged = 0;
+  // Applied to the live registry, rolled back whole on the first refusal:
+  // an import registers every service or none.
+  auto refuse = [&](const failure& why) -> result<json> {
+    ctx_.services = before;
+    return why;
+  };
+  for (const auto& entry : request["services"]) {
+    if (!entry.is_object()) return refuse(bad_request("service.import: an entry is not an object"));
+    auto name = required_string(entry, "name", op);
+    if (!name) return refuse(name.error());
+    auto id = optional_guid(entry, "id", op);
+    if (!id) return refuse(id.error());
+    if (!*id) return refuse(bad_request("service.import: an entry has no \"id\""));
+    // Already there, the same: nothing to do, so importing twice is harmless.
+    if (const service_entry* s = ctx_.services.find(**id); s != nullptr && s->name == *name) {
+      ++unchanged;
+      continue;
+    }
+    auto ok = ctx_.services.register_service(**id, *name);
+    if (!ok)
+      return refuse(
+          failure(ok.error().code(), fmt::format("{} ({}): {} (nothing was imported)", *name,
+                                                 (*id)->to_string(), ok.error().message())));
+    ++added;
+  }
+  if (added > 0) {
+    if (auto ok = commit(ctx_.partitions, before); !ok) return ok.error();
+    log_(log_level::notice,
+         fmt::format("services imported: {} added, {} already registered", added, unchanged));
+  }
+  return json{{"added", added}, {"unchanged", unchanged}};
 }
 
 result<json> management_server::service_list() const {

@@ -95,6 +95,8 @@ class management_server {
   result<json> service_list() const;
   result<json> service_set_enabled(const json& request, bool enabled);
   result<json> service_remove(const json& request);
+  // Registers a list of services at once, or none of them.
+  result<json> service_import(const json& request);
   result<json> vm_create(const json& request);
   result<json> vm_list() const;
   result<json> vm_remove(const json& request);

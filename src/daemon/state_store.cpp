@@ -246,23 +246,8 @@ result<std::optional<switch_state>> state_store::load(const state_limits& limits
 
 result<void> state_store::save(const partition_tree& partitions,
                                const service_registry& services) const {
-  const std::string text = serialize(partitions, services);
-  const std::string tmp = path_ + ".tmp";
-  {
-    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600));
-    if (!fd) return make_system_error(errno, "save state: open " + tmp);
-    if (auto ok = detail::write_fully(fd.get(), text, tmp); !ok)
-      return ok.error().with_context("save state");
-    if (::fsync(fd.get()) < 0) return make_system_error(errno, "save state: fsync " + tmp);
-    // close() can report a delayed write error on some file systems.
-    if (::close(fd.release()) < 0) return make_system_error(errno, "save state: close " + tmp);
-  }
-  if (::rename(tmp.c_str(), path_.c_str()) < 0)
-    return make_system_error(errno, "save state: rename " + tmp + " to " + path_);
-  // The rename is only durable once the directory entry is.
-  unique_fd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir) return make_system_error(errno, "save state: open directory " + dir_);
-  if (::fsync(dir.get()) < 0) return make_system_error(errno, "save state: fsync " + dir_);
+  if (auto ok = detail::replace_file(path_, serialize(partitions, services), 0600); !ok)
+    return ok.error().with_context("save state");
   return {};
 }
 

@@ -91,7 +91,7 @@ expect_quiet connect web ""
 expect_exactly "status service vm run listen connect stats agent exec forward cp completion" ""
 expect_exactly "service stats status" s
 expect_exactly "create list remove set" vm ""
-expect_exactly "register list enable disable remove" service ""
+expect_exactly "register list enable disable remove export import" service ""
 expect_exactly "-h --help --version --runtime-dir" -
 expect_exactly "--qemu --qmp" vm create db --q
 expect_including "--parent --kind --id --cid --qemu --help --runtime-dir" vm create db -

@@ -47,7 +47,7 @@ expect 2 'hvsock: vm: unknown command "crate" (did you mean "create"?) (see: hvs
   "${H[@]}" vm crate db
 expect 2 'hvsock: unknown command "frobnicate" (see: hvsock --help)' "${H[@]}" frobnicate
 expect 2 'hvsock: unknown option "--frobnicate" (see: hvsock --help)' "${H[@]}" --frobnicate
-expect 2 'hvsock: service: a subcommand is required: register, list, enable, disable or remove (see: hvsock service --help)' \
+expect 2 'hvsock: service: a subcommand is required: register, list, enable, disable, remove, export or import (see: hvsock service --help)' \
   "${H[@]}" service
 
 # 2. Missing arguments and bad options point at the subcommand's own help.

@@ -1,7 +1,12 @@
-// hvsock service register|list|enable|disable|remove
+// hvsock service register|list|enable|disable|remove|export|import
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <iostream>
 
 #include "cli_common.hpp"
+#include "registry/service_file.hpp"
+#include "sys/file_io.hpp"
 
 namespace hvsock::cli {
 namespace {
@@ -13,6 +18,10 @@ struct service_args {
   std::string service;
   std::string vm;
   bool json = false;
+  std::string export_format = "reg";   // reg or json
+  std::string import_format = "auto";  // auto, reg or json
+  std::string output;                  // export: a file instead of stdout
+  std::string input;                   // import: the file
 };
 
 std::string yes_no(bool b) { return b ? "yes" : "no"; }
@@ -44,6 +53,42 @@ void set_enabled(const global_options& options, const service_args& args, bool e
   if (!args.vm.empty()) request["vm"] = args.vm;
   must_naming_partition(client.call(enabled ? "service.enable" : "service.disable", request),
                         args.vm);
+}
+
+void export_services(const global_options& options, const service_args& args) {
+  const auto format = service_file::format_from_name(args.export_format);
+  auto client = open_management(options);
+  std::vector<service_file::service_definition> services;
+  for (const auto& s : must(client.call("service.list")))
+    services.push_back({must(guid::parse(s.value("id", ""))), s.value("name", "")});
+  const std::string file = service_file::write(*format, services);
+  if (args.output.empty() || args.output == "-") {
+    std::cout.write(file.data(), static_cast<std::streamsize>(file.size()));
+    std::cout.flush();
+    if (!std::cout) fail("cannot write to stdout");
+    return;
+  }
+  if (auto ok = detail::replace_file(args.output, file, 0644); !ok)
+    fail(ok.error().with_context("export to " + args.output));
+  std::cerr << "exported " << services.size() << " services to " << args.output << "\n";
+}
+
+void import_services(const global_options& options, const service_args& args) {
+  unique_fd fd(::open(args.input.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) fail(make_system_error(errno, "import: open " + args.input));
+  const std::string text = must(detail::read_to_end(fd.get(), args.input));
+  const auto bytes = std::as_bytes(std::span(text));
+  const auto format = args.import_format == "auto"
+                          ? service_file::detect(bytes)
+                          : *service_file::format_from_name(args.import_format);
+  auto services = service_file::read(format, bytes);
+  if (!services) fail(services.error().with_context(args.input).message(), exit_usage);
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& s : *services) list.push_back({{"id", s.id.to_string()}, {"name", s.name}});
+  auto client = open_management(options);
+  const auto done = must(client.call("service.import", {{"services", list}}));
+  std::cerr << "imported " << args.input << ": " << done.value("added", 0) << " services added, "
+            << done.value("unchanged", 0) << " already registered\n";
 }
 
 }  // namespace
@@ -102,6 +147,29 @@ void add_service_commands(CLI::App& app, global_options& options) {
     auto client = open_management(options);
     must(client.call("service.remove", {{"service", service_argument(args->service)}}));
   });
+
+  auto* exp = service->add_subcommand(
+      "export",
+      "Write the registered services as a .reg file for `reg import` on a Hyper-V host, or as "
+      "JSON");
+  exp->add_option("--format", args->export_format,
+                  "reg: UTF-16LE, CRLF, one key per service under GuestCommunicationServices "
+                  "with its ElementName; json: {\"services\": [{\"id\", \"name\"}]}")
+      ->check(CLI::IsMember({"reg", "json"}))
+      ->capture_default_str();
+  exp->add_option("-o,--output", args->output,
+                  "write to this file (replaced atomically) instead of stdout");
+  exp->callback([args, &options] { export_services(options, *args); });
+
+  auto* imp = service->add_subcommand(
+      "import",
+      "Register the services of a .reg or JSON file (as export writes them), all or none");
+  imp->add_option("FILE", args->input, "the file (.reg as UTF-16LE or UTF-8, or JSON)")->required();
+  imp->add_option("--format", args->import_format,
+                  "auto: JSON if the file starts with '{', else reg")
+      ->check(CLI::IsMember({"auto", "reg", "json"}))
+      ->capture_default_str();
+  imp->callback([args, &options] { import_services(options, *args); });
 }
 
 }  // namespace hvsock::cli
