@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/errqueue.h>
 #include <linux/sockios.h>
 #include <linux/vm_sockets.h>
 
@@ -1139,6 +1140,45 @@ static void case_sockopts(unsigned port) {
            "set buffer size on a connected socket");
   check_eq((long long)get_u64_opt(c, SO_VM_SOCKETS_BUFFER_SIZE), 65536, "and it reads back");
   check_transfer(c, s, "buf", "data after changing the buffer size");
+
+  /* SO_RCVLOWAT: poll reports POLLIN only once that many bytes wait, and a
+   * blocking recv waits for them (6.1 and 6.12; select and epoll alike). */
+  char buf[64];
+  int lowat = 10;
+  check_ok(setsockopt(s, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat), "SO_RCVLOWAT can be set");
+  check_eq(get_int_opt(s, SOL_SOCKET, SO_RCVLOWAT), 10, "SO_RCVLOWAT reads back");
+  if (send_all(c, "12345", 5) != 0) GIVE_UP("send");
+  check_eq(wait_events(s, POLLIN, 100) & POLLIN, 0, "SO_RCVLOWAT 10, 5 bytes waiting: no POLLIN");
+  if (send_all(c, "67890", 5) != 0) GIVE_UP("send");
+  check_eq(wait_events(s, POLLIN, 2000) & POLLIN, POLLIN,
+           "SO_RCVLOWAT 10, 10 bytes waiting: POLLIN");
+  check_eq(recv(s, buf, sizeof buf, 0), 10, "and recv takes the 10 bytes");
+
+  /* SO_ZEROCOPY: 6.12 takes it on a stream, and a MSG_ZEROCOPY send's
+   * completion arrives on the error queue (POLLERR); 6.1 refuses it. */
+  int on = 1;
+  if (kernel_before(6, 12)) {
+    check_err(setsockopt(c, SOL_SOCKET, SO_ZEROCOPY, &on, sizeof on), EOPNOTSUPP,
+              "SO_ZEROCOPY -> EOPNOTSUPP (6.1)");
+    return;
+  }
+  if (!check_ok(setsockopt(c, SOL_SOCKET, SO_ZEROCOPY, &on, sizeof on),
+                "SO_ZEROCOPY can be set on a stream (6.12)"))
+    return;
+  check_eq(send(c, "zc", 2, MSG_NOSIGNAL | MSG_ZEROCOPY), 2, "a MSG_ZEROCOPY send");
+  check_eq(recv(s, buf, 2, 0), 2, "arrives");
+  check_eq(wait_events(c, 0, 2000) & POLLERR, POLLERR, "its completion raises POLLERR");
+  char control[128];
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  if (!check_ok(recvmsg(c, &m, MSG_ERRQUEUE | MSG_DONTWAIT), "recvmsg MSG_ERRQUEUE")) return;
+  struct cmsghdr* cm = CMSG_FIRSTHDR(&m);
+  const struct sock_extended_err* ee =
+      cm != NULL ? (const struct sock_extended_err*)(const void*)CMSG_DATA(cm) : NULL;
+  check_eq(ee != NULL ? ee->ee_origin : 0, SO_EE_ORIGIN_ZEROCOPY,
+           "the error queue holds a zerocopy completion");
 }
 
 static void case_ioctl(unsigned port) {
