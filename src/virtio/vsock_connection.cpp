@@ -1,5 +1,6 @@
 #include "virtio/vsock_connection.hpp"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -31,14 +32,38 @@ ssize_t send_iov(int fd, iovec* iov, std::size_t count) {
   }
 }
 
+// The fd whose presence marks a message's MSG_EOR for the preload shim
+// (src/preload/emulation.cpp): /dev/null, opened once; -1 if it cannot be.
+int eor_marker() {
+  static const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd;
+}
+
 // One message to a SOCK_SEQPACKET fd, all or nothing: 1 sent, 0 on EAGAIN,
-// -errno.
-int send_message(int fd, iovec* iov, std::size_t count) {
+// -errno. `eor`: with the shim's MSG_EOR mark.
+int send_message(int fd, iovec* iov, std::size_t count, bool eor) {
   msghdr msg{};
   msg.msg_iov = iov;
   msg.msg_iovlen = count;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  if (eor && eor_marker() >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    const int marker = eor_marker();
+    std::memcpy(CMSG_DATA(c), &marker, sizeof marker);
+  }
   for (;;) {
     if (::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) return 1;
+    if (errno == ETOOMANYREFS && msg.msg_control != nullptr) {
+      // Too many fds in flight for hvsockd's user: the message goes, its mark does not.
+      msg.msg_control = nullptr;
+      msg.msg_controllen = 0;
+      continue;
+    }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
     return -errno;
@@ -281,6 +306,7 @@ vsock_connection::verdict vsock_connection::on_message_fragment(const parsed_pac
   if (buffered_bytes() + len > buf_alloc_) return verdict::reset;
   rx_cnt_ += static_cast<std::uint32_t>(len);
   const bool last = (packet.header.flags & vsock_seq_eom) != 0;
+  const bool eor = last && (packet.header.flags & vsock_seq_eor) != 0;
   if (last && buffered_bytes() == 0 && packet.payload.size() <= IOV_MAX) {
     // A whole message in one packet with nothing before it: straight from
     // guest memory to the host, or kept whole if the host is not ready.
@@ -288,7 +314,7 @@ vsock_connection::verdict vsock_connection::on_message_fragment(const parsed_pac
     iov.reserve(packet.payload.size());
     for (const auto& s : packet.payload)
       iov.push_back({const_cast<std::byte*>(s.data()), s.size()});
-    const int sent = send_message(fd_.get(), iov.data(), iov.size());
+    const int sent = send_message(fd_.get(), iov.data(), iov.size(), eor);
     if (sent == -EFAULT) note_guest_memory_fault();  // the guest's pages went away
     if (sent < 0) return verdict::reset;
     if (sent == 1) {
@@ -300,7 +326,7 @@ vsock_connection::verdict vsock_connection::on_message_fragment(const parsed_pac
   keep_payload(packet, 0);
   partial_ += len;
   if (last) {
-    messages_.push_back(partial_);
+    messages_.push_back({partial_, eor});
     partial_ = 0;
     if (!flush()) return verdict::reset;
   }
@@ -311,12 +337,13 @@ vsock_connection::verdict vsock_connection::on_message_fragment(const parsed_pac
 bool vsock_connection::flush() {
   if (seqpacket()) {
     while (!messages_.empty()) {
-      iovec iov{pending_.data() + pending_head_, messages_.front()};
-      const int sent = send_message(fd_.get(), &iov, 1);
+      const gathered m = messages_.front();
+      iovec iov{pending_.data() + pending_head_, m.size};
+      const int sent = send_message(fd_.get(), &iov, 1, m.eor);
       if (sent < 0) return false;
       if (sent == 0) return true;
-      pending_head_ += messages_.front();
-      fwd_cnt_ += static_cast<std::uint32_t>(messages_.front());
+      pending_head_ += m.size;
+      fwd_cnt_ += static_cast<std::uint32_t>(m.size);
       messages_.pop_front();
     }
     if (buffered_bytes() == 0) {

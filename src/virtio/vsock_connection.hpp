@@ -46,6 +46,9 @@
 // - guest -> host: RW fragments are gathered until the one flagged EOM, and
 //   the whole message goes to the host fd in one send (at once, straight from
 //   guest memory, when it came in one packet and nothing waits before it).
+//   A message the guest flagged EOR (its sender's MSG_EOR) carries the
+//   preload shim's MSG_EOR mark: one fd (of /dev/null) passed with
+//   SCM_RIGHTS beside it (src/preload; other receivers drop it unseen).
 //   Credit is as for streams, over a buffer of seqpacket_buf_alloc bytes, so
 //   the largest message a guest may send (Linux refuses one over its peer's
 //   buf_alloc) is that many bytes.
@@ -218,9 +221,14 @@ class vsock_connection {
   bool guest_send_closed_ = false;  // guest said SHUTDOWN(SEND)
   bool guest_rcv_closed_ = false;   // guest said SHUTDOWN(RCV)
   bool write_shut_ = false;         // shutdown(fd, SHUT_WR) done
-  // SEQPACKET: pending_ holds whole messages of these sizes, oldest first,
-  // then partial_ bytes of one still being gathered.
-  std::deque<std::size_t> messages_;
+  // SEQPACKET: pending_ holds whole messages of these sizes (and whether
+  // each ended with EOR), oldest first, then partial_ bytes of one still
+  // being gathered.
+  struct gathered {
+    std::size_t size;
+    bool eor;
+  };
+  std::deque<gathered> messages_;
   std::size_t partial_ = 0;
 
   // Host -> guest.

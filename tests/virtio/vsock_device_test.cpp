@@ -310,13 +310,14 @@ class guest_stack {
   // Sends what the credit allows of message `data`, from byte `at`, as Linux
   // fragments it (at most 64 KiB a packet, EOM on the last); returns the
   // bytes sent. An empty message is one packet.
-  std::size_t send_message(guest_socket& s, std::span<const std::byte> data, std::size_t at) {
+  std::size_t send_message(guest_socket& s, std::span<const std::byte> data, std::size_t at,
+                           bool eor = true) {
     const std::size_t start = at;
     do {
       const std::size_t n = std::min<std::size_t>({data.size() - at, 65536, s.credit()});
       if (n == 0 && !data.empty()) break;
       const bool last = at + n == data.size();
-      g_.send(header(s, vsock_op::rw, last ? vsock_seq_eom | vsock_seq_eor : 0),
+      g_.send(header(s, vsock_op::rw, last ? vsock_seq_eom | (eor ? vsock_seq_eor : 0) : 0),
               data.subspan(at, n));
       s.tx_cnt += static_cast<std::uint32_t>(n);
       at += n;
@@ -1232,6 +1233,43 @@ TEST_F(VsockDeviceSeqpacket, GuestMessagesWaitWholeWhileTheHostDoesNotRead) {
     return at_host.size() == messages.size();
   }));
   EXPECT_EQ(at_host, messages);
+}
+
+TEST_F(VsockDeviceSeqpacket, AGuestsEorReachesTheHostAsTheShimsMark) {
+  auto& s = open_seqpacket();
+  const int fd = app(s);
+  const auto plain = pattern(10, 1), marked = pattern(70000, 2);  // one packet; two
+  ASSERT_EQ(stack_->send_message(s, plain, 0, false), plain.size());
+  std::size_t at = 0;
+  ASSERT_TRUE(run_until([&] {
+    at += stack_->send_message(s, marked, at, true);
+    return at == marked.size();
+  }));
+  settle();
+  // Each message whole, and an fd passed beside the second only.
+  for (const bool eor : {false, true}) {
+    std::vector<std::byte> buf(100000);
+    iovec iov{buf.data(), buf.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = -1;
+    ASSERT_TRUE(
+        run_until([&] { return (n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) >= 0; }));
+    EXPECT_EQ(static_cast<std::size_t>(n), eor ? marked.size() : plain.size());
+    int passed = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      int received;
+      std::memcpy(&received, CMSG_DATA(c), sizeof received);
+      ::close(received);
+      ++passed;
+    }
+    EXPECT_EQ(passed, eor ? 1 : 0) << (eor ? "EOR message" : "plain message");
+  }
 }
 
 TEST_F(VsockDeviceSeqpacket, AnEmptyMessageAndTheEndAreToldApart) {
