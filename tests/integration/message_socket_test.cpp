@@ -32,6 +32,29 @@ std::vector<std::byte> message_of(std::size_t size, unsigned seed) {
   return m;
 }
 
+// Joins a sender thread however the test leaves its scope: a failed ASSERT
+// returns early, and a std::thread destroyed unjoined ends the whole run
+// (std::terminate). Shutting both sockets down first wakes a sender blocked
+// on a full queue, whose sends then fail instead of waiting forever.
+class sender_joiner {
+ public:
+  sender_joiner(std::thread& thread, message_socket& sender, message_socket& receiver)
+      : thread_(thread), sender_(sender), receiver_(receiver) {}
+  sender_joiner(const sender_joiner&) = delete;
+  sender_joiner& operator=(const sender_joiner&) = delete;
+  ~sender_joiner() {
+    if (!thread_.joinable()) return;
+    (void)receiver_.shutdown(shutdown_how::both);
+    (void)sender_.shutdown(shutdown_how::both);
+    thread_.join();
+  }
+
+ private:
+  std::thread& thread_;
+  message_socket& sender_;
+  message_socket& receiver_;
+};
+
 class MessageSocketTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -82,6 +105,7 @@ TEST_F(MessageSocketTest, EveryMessageArrivesWholeAndAloneBothWays) {
         EXPECT_TRUE(sent) << sizes[i] << ": " << sent.error().message();
       }
     });
+    const sender_joiner joined(send_all, sender, receiver);
     std::vector<std::byte> buffer((1u << 20) + 1);
     for (unsigned i = 0; i < sizes.size(); ++i) {
       auto got = receiver.receive(buffer);
