@@ -62,6 +62,8 @@ def mount(source, target, fstype, flags):
 # The sockets of the switch that are not this partition's.
 try_connect("the management socket", f"{runtime_dir}/hvsockd.sock", socket.SOCK_STREAM)
 try_connect("the socket broker", f"{runtime_dir}/broker.sock", socket.SOCK_STREAM)
+try_connect("the seqpacket socket broker", f"{runtime_dir}/broker-seqpacket.sock",
+            socket.SOCK_SEQPACKET)
 try_connect("the host's control socket", f"{runtime_dir}/partitions/host/control.sock")
 for other in other_partitions:
     try_connect(f"partition {other}'s control socket", f"{runtime_dir}/partitions/{other}/control.sock")

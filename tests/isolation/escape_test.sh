@@ -36,9 +36,35 @@ mkdir -p "$work/hostproc"
 mount -t proc proc "$work/hostproc"
 umount_hostproc() { umount -l "$work/hostproc" 2>/dev/null || true; }
 trap 'umount_hostproc; test_lib_cleanup' EXIT
-# The QEMU partition's sockets are there to be tried: a refusal means the
-# sandbox hid them, not that they never existed.
-for sock in "$work/run/vhost-user/vm9.sock" "$work/run/hybrid/vm9.sock"; do
+# hvsockd opens its socket brokers (a stream one and a seqpacket one) at the
+# first connect that brings its own socket, as the preload shim's do: one of
+# each from the host, by hand on the control protocol (no AF_VSOCK socket),
+# to vm9's port 5000 (the broker connects the socket before the refusal: no
+# QEMU is attached).
+for kind in stream seqpacket; do
+  python3 - "$work/run/partitions/host/control.sock" "$kind" <<'PY' ||
+import socket, struct, sys, uuid
+control, kind = sys.argv[1:3]
+own = socket.socket(socket.AF_UNIX,
+                    socket.SOCK_SEQPACKET if kind == "seqpacket" else socket.SOCK_STREAM)
+service = uuid.UUID("00001388-facb-11e6-bd58-64006a7986d3").bytes_le  # port 5000
+# connect_socket_request (src/protocol/control_wire.hpp): magic "HVSK",
+# version 2, type 6; target (vm unused, service); target_cid 9; local_port;
+# flags target_by_cid; socket type (0 stream, 1 seqpacket).
+request = struct.pack("=IHH16s16sIIII", 0x4B535648, 2, 6, bytes(16), service, 9, 0, 1,
+                      1 if kind == "seqpacket" else 0)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+c.connect(control)
+c.settimeout(10)
+c.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", own.fileno()))])
+c.recv(4096)  # the reply (a refusal): hvsockd has handled the request
+PY
+    fail "no answer to a $kind connect_socket_request"
+done
+# The QEMU partition's sockets and the socket brokers are there to be tried:
+# a refusal means the sandbox hid them, not that they never existed.
+for sock in "$work/run/vhost-user/vm9.sock" "$work/run/hybrid/vm9.sock" "$work/run/broker.sock" \
+  "$work/run/broker-seqpacket.sock"; do
   [[ -S $sock ]] || fail "$sock does not exist on the host"
 done
 (
