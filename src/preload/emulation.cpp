@@ -569,7 +569,7 @@ namespace {
 void finish_connect(int fd, emulated_socket& s, const vsock_address& peer_vsock,
                     const wire::reply& reply, int err) {
   if (err != 0) {
-    renew_if_connected(fd, s.type);
+    if (fd >= 0) renew_if_connected(fd, s.type);
     s.state = socket_state::unbound;
     return;
   }
@@ -582,7 +582,7 @@ void finish_connect(int fd, emulated_socket& s, const vsock_address& peer_vsock,
   s.peer_vsock =
       s.family == AF_VSOCK ? peer_vsock : vsock_address{reply.peer_cid, port_of(s.peer.service)};
   if (s.type == SOCK_SEQPACKET) {
-    size_send_buffer(fd, s.buffer_size);
+    if (fd >= 0) size_send_buffer(fd, s.buffer_size);
     s.message_data.store(true, std::memory_order_release);
   }
 }
@@ -604,14 +604,18 @@ void settle_connect(emulated_socket& s, std::chrono::milliseconds wait) {
   real::close(std::exchange(s.connect_control, -1));
   s.connect_pending.store(false, std::memory_order_release);
   pending_connect_count.fetch_sub(1, std::memory_order_relaxed);
-  finish_connect(s.connect_fd, s, s.connect_peer, reply, err);
+  // The fd the connect was made on, unless the program closed it since
+  // (then its number may be another file now, which must not be touched).
+  int fd = s.connect_fd;
+  if (socket_table::instance().find(fd).get() != &s) fd = -1;
+  finish_connect(fd, s, s.connect_peer, reply, err);
   if (err != 0) s.pending_error = err;
 }
 
 }  // namespace
 
 void settle_pending_connects() {
-  if (inside_shim_wait || pending_connect_count.load(std::memory_order_relaxed) == 0) return;
+  if (pending_connect_count.load(std::memory_order_relaxed) == 0 || inside_shim_wait) return;
   shim_wait waiting;
   std::array<std::shared_ptr<emulated_socket>, 64> pending;
   const std::size_t n = socket_table::instance().pending_connects(pending.data(), pending.size());
