@@ -51,9 +51,11 @@ class message_socket {
   static result<message_socket> connect(const endpoint& target,
                                         const connect_options& options = {});
 
-  // Sends `message` as one message (an empty one too). message_too_long if
+  // Sends `message` as one message (an empty one too; inside a guest the
+  // kernel sends nothing for it: docs/messages.md). message_too_long if
   // the socket cannot carry it whole; would_block when non-blocking and the
-  // peer's queue has no room for it now.
+  // peer's queue has no room for it now (inside a guest the kernel may have
+  // sent the start of it then).
   result<void> send(std::span<const std::byte> message);
   result<void> send(std::string_view text) { return send(std::as_bytes(std::span(text))); }
   // Takes the next message. An empty message is {0, 0, false}; the end of
