@@ -109,6 +109,26 @@ result<std::uint32_t> hybrid_vm::host_port_of(std::uint32_t guest_port,
   return *host_port;
 }
 
+bool hybrid_vm::another_listener_at(const std::string& path) {
+  // The kernel's table says so without a connect, which the program would
+  // see. Where it cannot tell (no table, a listener bound by a relative
+  // path) or shows none (the listener may be in another network namespace,
+  // which the table does not show), a connect decides: refused means
+  // nobody listens, and a stale socket is what nobody sees being probed.
+  if (detail::unix_listener_at(path) == detail::unix_listener_state::listening) return true;
+  auto addr = detail::unix_address(path);
+  if (!addr) return false;
+  unique_fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!probe) return true;  // cannot tell: leave it alone
+  int rc;
+  do {
+    rc = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr);
+  } while (rc < 0 && errno == EINTR);
+  // ECONNREFUSED: a socket file nobody listens on. Anything else (accepted,
+  // a full backlog, no permission) is a socket that is not ours to take.
+  return !(rc < 0 && (errno == ECONNREFUSED || errno == ENOENT));
+}
+
 void hybrid_vm::set_ports(const std::set<std::uint32_t>& ports) {
   for (auto it = listeners_.begin(); it != listeners_.end();)
     it = ports.contains(it->first) ? std::next(it) : listeners_.erase(it);
@@ -116,16 +136,14 @@ void hybrid_vm::set_ports(const std::set<std::uint32_t>& ports) {
   for (std::uint32_t port : ports) {
     if (listeners_.contains(port)) continue;
     // A host program may listen there itself (the VMM's users do): never
-    // take a live socket from it.
+    // take a live socket from it. A stale one (its program is gone) is
+    // replaced.
     struct stat st {};
-    const bool exists = ::stat(port_socket(port).c_str(), &st) == 0;
-    if (auto known = foreign_ports_.find(port);
-        known != foreign_ports_.end() && exists && known->second == st.st_ino)
-      continue;  // the same program's socket as when it was probed
-    if (exists && detail::connect_unix(port_socket(port), SOCK_STREAM)) {
-      const bool said = foreign_ports_.contains(port);
-      foreign_ports_[port] = st.st_ino;
-      if (said) continue;
+    if (::stat(port_socket(port).c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
+        another_listener_at(port_socket(port))) {
+      auto [known, added] = foreign_ports_.try_emplace(port, st.st_ino);
+      if (!added && known->second == st.st_ino) continue;  // said so about this file
+      known->second = st.st_ino;
       log_(log_level::warning,
            fmt::format("{}: another program listens at {}; the guest's connects to port {} go "
                        "to it, not to hvsock listeners",

@@ -68,6 +68,10 @@ class hybrid_vm {
   // The VMM's line in answer to CONNECT guest_port, as `done` wants it.
   result<std::uint32_t> host_port_of(std::uint32_t guest_port, result<std::string> line) const;
   std::string port_socket(std::uint32_t port) const;
+  // Whether another program listens at the socket file `path`: from
+  // /proc/net/unix when it shows a listener there, else with a connect
+  // (non-blocking), which a stale socket refuses.
+  static bool another_listener_at(const std::string& path);
 
   event_loop& loop_;
   client_gate& gate_;
@@ -80,8 +84,7 @@ class hybrid_vm {
   line_handshakes handshakes_;
   std::map<std::uint32_t, std::unique_ptr<socket_listener>> listeners_;
   // Ports where another program listens, by the inode of its socket file:
-  // logged once, and probed again only when that file changes (a probe is
-  // a connection the program sees).
+  // logged once per file.
   std::map<std::uint32_t, ino_t> foreign_ports_;
 };
 

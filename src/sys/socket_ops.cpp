@@ -9,6 +9,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace hvsock::detail {
 
@@ -75,6 +77,73 @@ result<unique_fd> listen_unix(const std::string& path, int type,
     return fail("chown");
   if (::listen(fd.get(), SOMAXCONN) < 0) return fail("listen");
   return fd;
+}
+
+namespace {
+
+std::string_view file_name_of(std::string_view path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {
+  }, sb{};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+unix_listener_state unix_listener_in_table(std::string_view table, const std::string& path) {
+  constexpr unsigned long so_acceptcon = 0x00010000;  // __SO_ACCEPTCON: listen() was called
+  constexpr unsigned long ss_unconnected = 1;
+  bool ambiguous = false;
+  std::size_t at = 0;
+  while (at < table.size()) {
+    auto end = table.find('\n', at);
+    if (end == std::string_view::npos) end = table.size();
+    const std::string line(table.substr(at, end - at));
+    at = end + 1;
+    // "Num: RefCount Protocol Flags Type St Inode Path", all hex but the
+    // inode; a line without a path is an unbound socket, and the header's
+    // fields do not parse as numbers.
+    std::istringstream fields(line);
+    std::string num, refcount, protocol, flags, type, state, inode;
+    if (!(fields >> num >> refcount >> protocol >> flags >> type >> state >> inode)) continue;
+    unsigned long flag_bits = 0, state_value = 0;
+    try {
+      flag_bits = std::stoul(flags, nullptr, 16);
+      state_value = std::stoul(state, nullptr, 16);
+    } catch (const std::exception&) {
+      continue;
+    }
+    if (!(flag_bits & so_acceptcon) || state_value != ss_unconnected) continue;
+    // The path is the rest of the line after one blank; it may hold blanks.
+    const auto pos = fields.tellg();
+    if (pos < 0 || static_cast<std::size_t>(pos) + 1 >= line.size()) continue;
+    const std::string bound = line.substr(static_cast<std::size_t>(pos) + 1);
+    if (bound.empty() || bound[0] == '@') continue;  // abstract: no file
+    if (bound == path) return unix_listener_state::listening;
+    if (file_name_of(bound) != file_name_of(path)) continue;
+    if (bound[0] != '/') {
+      ambiguous = true;
+      continue;
+    }
+    if (same_file(bound, path)) return unix_listener_state::listening;
+  }
+  return ambiguous ? unix_listener_state::unknown : unix_listener_state::none_seen;
+}
+
+unix_listener_state unix_listener_at(const std::string& path) {
+  std::ifstream in("/proc/net/unix");
+  if (!in) return unix_listener_state::unknown;
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return unix_listener_state::unknown;
+  const std::string table = text.str();
+  if (table.rfind("Num", 0) != 0) return unix_listener_state::unknown;  // not the table we know
+  return unix_listener_in_table(table, path);
 }
 
 result<void> wait_ready(int fd, short events, std::optional<std::chrono::milliseconds> timeout) {

@@ -43,6 +43,24 @@ struct socket_file_options {
 result<unique_fd> listen_unix(const std::string& path, int type,
                               const socket_file_options& options);
 
+// Whether a socket listens at the socket file `path`, found without
+// connecting to it (a connect is a client the listener sees): from the
+// kernel's table of Unix sockets, /proc/net/unix, where a listening socket
+// has Flags 00010000 (__SO_ACCEPTCON) and St 01 (SS_UNCONNECTED) and its
+// Path as it was bound.
+// - listening: a listener's path is `path`, or is absolute and names the
+//   same file (bound through a symlinked directory, say);
+// - unknown: the table cannot be read, or a listener's path is relative
+//   with `path`'s file name (relative to a working directory not known
+//   here): only a connect can tell;
+// - none_seen: no listener there in the table. The table is the caller's
+//   network namespace's: a listener in another one does not show, so a
+//   caller that must not take a live socket confirms with a connect.
+enum class unix_listener_state { listening, none_seen, unknown };
+unix_listener_state unix_listener_at(const std::string& path);
+// The same, given the table's text (for tests).
+unix_listener_state unix_listener_in_table(std::string_view table, const std::string& path);
+
 // Waits until `fd` is ready for `events` (POLLIN/POLLOUT). nullopt waits
 // forever. Returns errc::timed_out when the time runs out. EINTR restarts
 // with the remaining time.
