@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -716,6 +717,7 @@ int emulated_shutdown(int fd, emulated_socket& s, int how) {
     // A listening fd is the shim's control connection: never shut it down.
     if (s.state != socket_state::connected) return fail(ENOTCONN);
     s.shut_down = true;
+    if (how != SHUT_RD) s.write_shut = true;
   }
   return real::shutdown(fd, how);
 }
@@ -848,13 +850,24 @@ ssize_t emulated_sendmsg(int fd, emulated_socket& s, const msghdr* msg, int flag
   for (std::size_t i = 0; i < msg->msg_iovlen; ++i) length += msg->msg_iov[i].iov_len;
   // Linux's vsock sends no packet for an empty message, and returns 0: the
   // receiver sees nothing (checked on 6.1 and 6.12).
-  if (length == 0) return 0;
   std::uint64_t limit = 0;
+  bool write_shut = false;
   {
     std::lock_guard guard(s.lock);
     limit = s.buffer_size;
+    write_shut = s.write_shut;
   }
-  if (length > limit) return fail(EMSGSIZE);
+  if (length == 0 || length > limit) {
+    // Sends the shim answers itself: a socket that can send no more says
+    // EPIPE first, as the kernel's (and since 6.7 raises SIGPIPE). The
+    // peer gone shows as POLLHUP on the AF_UNIX socket.
+    pollfd p{fd, 0, 0};
+    if (write_shut || (real::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP))) {
+      if (!(flags & MSG_NOSIGNAL)) ::raise(SIGPIPE);
+      return fail(EPIPE);
+    }
+    return length == 0 ? 0 : fail(EMSGSIZE);
+  }
   msghdr out{};
   out.msg_iov = msg->msg_iov;
   out.msg_iovlen = msg->msg_iovlen;

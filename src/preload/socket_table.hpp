@@ -64,8 +64,9 @@ struct emulated_socket {
   // that was said on stderr.
   std::uint32_t relisten_delay_ms = 0;
   bool relisten_said = false;
-  bool shut_down = false;  // shutdown() was called (getpeername then says ENOTCONN)
-  int pending_error = 0;   // a non-blocking connect's refusal, for SO_ERROR
+  bool shut_down = false;   // shutdown() was called (getpeername then says ENOTCONN)
+  bool write_shut = false;  // shutdown(SHUT_WR or SHUT_RDWR) was called
+  int pending_error = 0;    // a non-blocking connect's refusal, for SO_ERROR
   // connecting: the control connection hvsockd answers on, the fd the
   // connect was made on, the address asked for, and whether a connect
   // meanwhile already said EALREADY. connect_pending mirrors the state for

@@ -1413,9 +1413,18 @@ static void case_seqpacket(unsigned port) {
              "a part of the message that met EAGAIN went, and the next message continues it",
              "more than 4 bytes", next);
 
+  /* A socket that can send no more says EPIPE before it looks at the size
+   * (an empty or an oversize message too). */
+  if (shutdown(c, SHUT_WR) != 0) GIVE_UP("shutdown");
+  check_err(send(c, "", 0, MSG_NOSIGNAL), EPIPE,
+            "after shutdown(SHUT_WR): a zero-length send -> EPIPE");
+  check_err(send(c, big, sizeof big, MSG_NOSIGNAL), EPIPE,
+            "after shutdown(SHUT_WR): an oversize send -> EPIPE");
+
   /* The end: 0 once the peer closed. */
   drop(c);
   check_eq(recv(s, buf, sizeof buf, 0), 0, "after the peer closed, recv returns 0");
+  check_err(send(s, "", 0, MSG_NOSIGNAL), EPIPE, "a zero-length send to a closed peer -> EPIPE");
 }
 
 /* ---- runner ------------------------------------------------------------------ */
