@@ -108,8 +108,9 @@ result<void> control_server::hand_to_listener(
     const partition& source, const endpoint& target, const route_decision& decision,
     const endpoint& connector_local, socket_type type,
     const std::function<result<unique_fd>()>& open_stream) {
-  auto refused = [&](failure why) -> result<void> {
-    count_refusal(source.name, target, why);
+  auto refused = [&](failure why,
+                     std::optional<refusal_reason> reason = std::nullopt) -> result<void> {
+    count_refusal(source.name, target, why, reason);
     return why;
   };
   if (decision.guest_port)  // cannot happen: a guest reaches only its parent
@@ -134,7 +135,8 @@ result<void> control_server::hand_to_listener(
     return refused(failure(errc::connection_refused,
                            fmt::format("the listener {} in \"{}\" takes {} connections, not {}",
                                        listener.bound.to_string(), decision.target_name,
-                                       to_string(listener.type), to_string(type))));
+                                       to_string(listener.type), to_string(type))),
+                   refusal_reason::type_mismatch);
   if (listener.pending >= listener.backlog)
     return refused(
         failure(errc::backlog_full,
@@ -229,7 +231,7 @@ void control_server::refuse_seqpacket_into_vm(client& c, const partition& source
                     fmt::format("\"{}\" takes stream connections only: the hybrid vsock "
                                 "protocol does not carry SOCK_SEQPACKET",
                                 decision.target_name));
-  count_refusal(source.name, target, why);
+  count_refusal(source.name, target, why, refusal_reason::type_mismatch);
   refuse(c, why);
 }
 

@@ -250,9 +250,9 @@ void control_server::handle_message(client& c, std::span<const std::byte> data,
 }
 
 void control_server::count_refusal(const std::string& partition, const endpoint& target,
-                                   const failure& why) {
+                                   const failure& why, std::optional<refusal_reason> reason) {
   if (services_.find(target.service) != nullptr)
-    counters_.record_refused(target.service, refusal_reason_for(why.code()));
+    counters_.record_refused(target.service, reason.value_or(refusal_reason_for(why.code())));
   else
     counters_.record_unregistered_refused();
   log_refusal(partition, fmt::format("{}: connect {}: refused: {}", partition, target.to_string(),

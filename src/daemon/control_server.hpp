@@ -194,7 +194,10 @@ class control_server {
   std::optional<detail::received_message> receive(client& c, std::span<std::byte> buffer);
   void handle_message(client& c, std::span<const std::byte> data, unique_fd attached);
   void refuse(client& c, const failure& why);
-  void count_refusal(const std::string& partition, const endpoint& target, const failure& why);
+  // Counts and logs a refused connect; the service's counter is the one
+  // `why`'s code maps to (refusal_reason_for) unless `reason` names it.
+  void count_refusal(const std::string& partition, const endpoint& target, const failure& why,
+                     std::optional<refusal_reason> reason = std::nullopt);
   void protocol_error(client& c, const std::string& what);
   void close_client(std::uint64_t id);
   // The first-message timeout fired: closes `id` if it is still silent.

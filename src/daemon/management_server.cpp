@@ -475,6 +475,7 @@ json management_server::stats_report() {
                               {"no_listener", st.refused_no_listener},
                               {"backlog_full", st.refused_backlog_full},
                               {"unreachable", st.refused_unreachable},
+                              {"type_mismatch", st.refused_type_mismatch},
                               {"other", st.refused_other}}}});
   }
   json partitions = json::array();

@@ -54,6 +54,7 @@ void service_counters::record_refused(const service_id& service, refusal_reason 
     case refusal_reason::no_listener: ++s.refused_no_listener; break;
     case refusal_reason::backlog_full: ++s.refused_backlog_full; break;
     case refusal_reason::unreachable: ++s.refused_unreachable; break;
+    case refusal_reason::type_mismatch: ++s.refused_type_mismatch; break;
     case refusal_reason::other: ++s.refused_other; break;
   }
 }

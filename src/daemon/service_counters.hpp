@@ -28,7 +28,18 @@
 
 namespace hvsock::daemon {
 
-enum class refusal_reason { disabled, no_listener, backlog_full, unreachable, other };
+// type_mismatch: the listener takes the other socket type (a seqpacket
+// connect to a stream listener, or the reverse), or the target carries only
+// streams (a hybrid vsock VM). Its error code is connection_refused, as for
+// no_listener: the caller names it (control_server::count_refusal).
+enum class refusal_reason {
+  disabled,
+  no_listener,
+  backlog_full,
+  unreachable,
+  type_mismatch,
+  other
+};
 
 // The counter a refused connection goes to, from the refusal's error code.
 // (service_not_registered is not here: those go to the aggregate count.)
@@ -42,6 +53,7 @@ struct service_stats {
   std::uint64_t refused_no_listener = 0;
   std::uint64_t refused_backlog_full = 0;
   std::uint64_t refused_unreachable = 0;
+  std::uint64_t refused_type_mismatch = 0;
   std::uint64_t refused_other = 0;
 };
 

@@ -81,12 +81,12 @@ void render_services(std::string& out, const json& stats) {
   {
     family f(out, "hvsock_service_connections_refused_total", "counter",
              "Connections to the service that were refused, by reason (disabled, no_listener, "
-             "backlog_full, unreachable, other).");
+             "backlog_full, unreachable, type_mismatch, other).");
     for (const json& s : services) {
       static const json no_refusals = json::object();
       const json& refused = member(s, "refused", no_refusals);
       for (const char* reason :
-           {"disabled", "no_listener", "backlog_full", "unreachable", "other"}) {
+           {"disabled", "no_listener", "backlog_full", "unreachable", "type_mismatch", "other"}) {
         if (!refused.is_object() || !count_of(refused, reason, value)) continue;
         labels l = service_labels(s);
         l.emplace_back("reason", reason);

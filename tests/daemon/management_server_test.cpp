@@ -262,6 +262,7 @@ TEST_F(ManagementServerTest, Stats) {
   EXPECT_EQ(s["refused"]["disabled"], 0);
   EXPECT_EQ(s["refused"]["no_listener"], 0);
   EXPECT_EQ(s["refused"]["unreachable"], 0);
+  EXPECT_EQ(s["refused"]["type_mismatch"], 0);
   EXPECT_EQ(s["refused"]["other"], 0);
   EXPECT_EQ(stats["unregistered_refused"], 1);
 }

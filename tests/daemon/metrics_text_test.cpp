@@ -17,7 +17,7 @@ json sample_stats() {
     "services": [{"id": "00001388-facb-11e6-bd58-64006a7986d3", "name": "say \"hi\" \\ now",
                   "accepted": 3, "active": 1,
                   "refused": {"disabled": 2, "no_listener": 1, "backlog_full": 0,
-                              "unreachable": 0, "other": 0}}],
+                              "unreachable": 0, "type_mismatch": 5, "other": 0}}],
     "unregistered_refused": 4,
     "partitions": [
       {"name": "host", "id": "11111111-2222-3333-4444-555555555555", "kind": "host",
@@ -54,6 +54,8 @@ TEST(MetricsText, ServiceFamiliesCarryGuidAndEscapedName) {
       text, "hvsock_service_connections_refused_total{" + labels + R"(,reason="disabled"} 2)"));
   EXPECT_TRUE(has_line(
       text, "hvsock_service_connections_refused_total{" + labels + R"(,reason="other"} 0)"));
+  EXPECT_TRUE(has_line(text, "hvsock_service_connections_refused_total{" + labels +
+                                 R"(,reason="type_mismatch"} 5)"));
   EXPECT_TRUE(has_line(text, "hvsock_unregistered_service_connections_refused_total 4"));
 }
 

@@ -38,6 +38,9 @@ TEST(ServiceCounters, CountsPerServiceAndReason) {
   counters.record_refused(demo, refusal_reason::no_listener);
   counters.record_refused(demo, refusal_reason::backlog_full);
   counters.record_refused(demo, refusal_reason::unreachable);
+  counters.record_refused(demo, refusal_reason::type_mismatch);
+  counters.record_refused(demo, refusal_reason::type_mismatch);
+  counters.record_refused(demo, refusal_reason::type_mismatch);
   counters.record_refused(demo, refusal_reason::other);
   counters.record_refused(other, refusal_reason::other);
   counters.record_unregistered_refused();
@@ -48,6 +51,7 @@ TEST(ServiceCounters, CountsPerServiceAndReason) {
   EXPECT_EQ(s.refused_no_listener, 2u);
   EXPECT_EQ(s.refused_backlog_full, 1u);
   EXPECT_EQ(s.refused_unreachable, 1u);
+  EXPECT_EQ(s.refused_type_mismatch, 3u);
   EXPECT_EQ(s.refused_other, 1u);
   EXPECT_EQ(counters.stats(other).refused_other, 1u);
   EXPECT_EQ(counters.stats(other).accepted, 0u);

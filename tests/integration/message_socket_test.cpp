@@ -264,7 +264,9 @@ TEST_F(MessageSocketTest, TheSwitchKeepsStreamsAndMessagesApart) {
     found = true;
     EXPECT_EQ(entry.at("accepted"), 1) << entry.dump();
     EXPECT_EQ(entry.at("accepted_seqpacket"), 1) << entry.dump();
-    EXPECT_EQ(entry.at("refused").at("no_listener"), 2) << entry.dump();
+    // The two refusals above are the type's, not a missing listener's.
+    EXPECT_EQ(entry.at("refused").at("type_mismatch"), 2) << entry.dump();
+    EXPECT_EQ(entry.at("refused").at("no_listener"), 0) << entry.dump();
   }
   EXPECT_TRUE(found) << stats.dump();
   const std::string metrics = sw.cli_ok({"stats", "--format", "prometheus"});
@@ -272,6 +274,13 @@ TEST_F(MessageSocketTest, TheSwitchKeepsStreamsAndMessagesApart) {
                          svc.to_string() + "\",service=\"rpc\"} 1"),
             std::string::npos)
       << metrics;
+  EXPECT_NE(metrics.find("hvsock_service_connections_refused_total{service_id=\"" +
+                         svc.to_string() + "\",service=\"rpc\",reason=\"type_mismatch\"} 2"),
+            std::string::npos)
+      << metrics;
+  // The table has a column for them.
+  const std::string table = sw.cli_ok({"stats"});
+  EXPECT_NE(table.find("TYPE-MISMATCH"), std::string::npos) << table;
 }
 
 TEST_F(MessageSocketTest, AQemuGuestTakesMessagesAndAHybridVmIsRefusedClearly) {
@@ -292,6 +301,14 @@ TEST_F(MessageSocketTest, AQemuGuestTakesMessagesAndAHybridVmIsRefusedClearly) {
   EXPECT_EQ(m.error().code(), make_error_code(errc::connection_refused));
   EXPECT_NE(m.error().message().find("stream connections only"), std::string::npos)
       << m.error().message();
+  const auto stats = nlohmann::json::parse(sw.cli_ok({"stats", "--json"}));
+  bool found = false;
+  for (const auto& entry : stats.at("services")) {
+    if (entry.at("name") != "guest rpc") continue;
+    found = true;
+    EXPECT_EQ(entry.at("refused").at("type_mismatch"), 1) << entry.dump();
+  }
+  EXPECT_TRUE(found) << stats.dump();
 }
 
 TEST_F(MessageSocketTest, ACliConversationKeepsLines) {

@@ -35,10 +35,11 @@ void add_stats_command(CLI::App& app, global_options& options) {
       rows.push_back({svc.value("name", ""), std::to_string(svc.value("accepted", 0)),
                       std::to_string(svc.value("accepted_seqpacket", 0)),
                       std::to_string(svc.value("active", 0)), count("disabled"),
-                      count("no_listener"), count("backlog_full"), count("unreachable")});
+                      count("no_listener"), count("backlog_full"), count("unreachable"),
+                      count("type_mismatch")});
     }
     print_table({"SERVICE", "ACCEPTED", "SEQPACKET", "ACTIVE", "REFUSED:DISABLED", "NO-LISTENER",
-                 "BACKLOG-FULL", "UNREACHABLE"},
+                 "BACKLOG-FULL", "UNREACHABLE", "TYPE-MISMATCH"},
                 rows);
     std::cout << "refused for unregistered services: " << s.value("unregistered_refused", 0)
               << "\n";
