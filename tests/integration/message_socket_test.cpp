@@ -326,5 +326,37 @@ TEST_F(MessageSocketTest, ACliConversationKeepsLines) {
   EXPECT_EQ(server->out(), "first\n\nthird line\nno newline\n");
 }
 
+TEST_F(MessageSocketTest, ACliLineLongerThanAMessageIsRefusedAtOnceNamingTheLimit) {
+  auto l = message_listener::listen({vm_id_wildcard, svc}, in("host"));
+  ASSERT_TRUE(l) << l.error().message();
+  auto client = sw.cli_async({"connect", "--seqpacket", "loopback", "rpc"});
+  auto a = l->accept(10s);
+  ASSERT_TRUE(a) << a.error().message() << client->err();
+  const auto limit = a->max_message_size();  // hvsockd sizes both ends alike
+  ASSERT_TRUE(limit) << limit.error().message();
+  // One line, then a second one byte too long, not ended and stdin left
+  // open: the CLI refuses it as soon as it is too long, not at its end.
+  client->write_stdin("first\n" + std::string(*limit + 1, 'x'));
+  const auto done = client->wait(10s);
+  EXPECT_EQ(done.code, 1) << client->err();
+  const std::string& err = client->err();
+  EXPECT_NE(err.find("line 2 of stdin is longer than " + std::to_string(*limit) + " bytes"),
+            std::string::npos)
+      << err;
+  client->close_stdin();
+  // The line before it was sent, then the end; nothing of the long one.
+  std::vector<std::byte> buffer(*limit + 2);
+  pollfd p{a->native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  auto got = a->receive(buffer);
+  ASSERT_TRUE(got) << got.error().message();
+  ASSERT_FALSE(got->end_of_stream);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buffer.data()), got->size), "first");
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  got = a->receive(buffer);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_TRUE(got->end_of_stream) << got->size << " bytes";
+}
+
 }  // namespace
 }  // namespace hvsock::test

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <deque>
 #include <iostream>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <hvsock/message_socket.hpp>
@@ -86,7 +88,8 @@ int copy_both_ways(stream& s, bool read_stdin) {
 // `out` while the peer's queue is full; stdin is not read meanwhile.
 int copy_messages(message_socket& s, bool read_stdin) {
   must(s.set_non_blocking(true));
-  std::vector<std::byte> in_buffer(std::max<std::size_t>(must(s.max_message_size()), 65536));
+  const std::size_t limit = must(s.max_message_size());
+  std::vector<std::byte> in_buffer(std::max<std::size_t>(limit, 65536));
   std::array<char, 65536> read_buffer;
   std::string partial;  // stdin after its last newline
   std::deque<std::string> out;
@@ -94,7 +97,22 @@ int copy_messages(message_socket& s, bool read_stdin) {
   bool socket_open = true;
   bool write_shut = false;
   const int sock = s.native_handle();
+  // A line longer than a message can be is refused as soon as it is seen
+  // (before its end, if it has one): stdin is read no further, the lines
+  // before it are sent, then hvsock fails saying so.
+  std::size_t lines = 0;  // lines of stdin taken so far
+  std::optional<std::string> too_long;
+  auto take_line = [&](std::string line) {
+    ++lines;
+    if (line.size() <= limit) return out.push_back(std::move(line));
+    too_long = "line " + std::to_string(lines) + " of stdin is longer than " +
+               std::to_string(limit) +
+               " bytes, the largest message this socket carries (with --seqpacket, a line is "
+               "one message); it was not sent, nor anything after it";
+    stdin_open = false;
+  };
   for (;;) {
+    if (too_long && out.empty()) fail(*too_long);
     if (!stdin_open && out.empty() && !write_shut) {
       (void)s.shutdown(shutdown_how::write);  // the peer sees the end
       write_shut = true;
@@ -113,13 +131,15 @@ int copy_messages(message_socket& s, bool read_stdin) {
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         stdin_open = false;
-        if (!partial.empty()) out.push_back(std::exchange(partial, {}));
+        if (!partial.empty()) take_line(std::exchange(partial, {}));
       } else {
         partial.append(read_buffer.data(), static_cast<std::size_t>(n));
-        for (std::size_t eol; (eol = partial.find('\n')) != std::string::npos;) {
-          out.push_back(partial.substr(0, eol));
+        for (std::size_t eol; !too_long && (eol = partial.find('\n')) != std::string::npos;) {
+          take_line(partial.substr(0, eol));
           partial.erase(0, eol + 1);
         }
+        // Too long already, before its end: no need to wait for the rest.
+        if (!too_long && partial.size() > limit) take_line(std::exchange(partial, {}));
       }
     }
     while (!out.empty()) {
