@@ -14,10 +14,17 @@ result<void> send_message(int socket, std::span<const std::byte> data, int fd_to
 
 result<void> send_message(int socket, std::span<const std::byte> data, std::span<const int> fds,
                           int flags) {
-  iovec iov{const_cast<std::byte*>(data.data()), data.size()};
+  const iovec iov{const_cast<std::byte*>(data.data()), data.size()};
+  return send_message(socket, std::span(&iov, 1), fds, flags);
+}
+
+result<void> send_message(int socket, std::span<const iovec> data, std::span<const int> fds,
+                          int flags) {
+  std::size_t total = 0;
+  for (const iovec& v : data) total += v.iov_len;
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  msg.msg_iov = const_cast<iovec*>(data.data());
+  msg.msg_iovlen = data.size();
   // Room for one fd without allocating, which is every message but tests'.
   alignas(cmsghdr) char small[CMSG_SPACE(sizeof(int))];
   std::vector<cmsghdr> large;
@@ -40,7 +47,7 @@ result<void> send_message(int socket, std::span<const std::byte> data, std::span
   for (;;) {
     const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags);
     if (n >= 0) {
-      if (static_cast<std::size_t>(n) != data.size())
+      if (static_cast<std::size_t>(n) != total)
         return failure(errc::protocol_error, "short send of a control message");
       return {};
     }

@@ -5,6 +5,7 @@
 // into the receiver.
 #pragma once
 
+#include <sys/uio.h>
 #include <cstddef>
 #include <span>
 #include <vector>
@@ -20,6 +21,9 @@ result<void> send_message(int socket, std::span<const std::byte> data, int fd_to
                           int flags = 0);
 // The same with any number of fds attached (tests use it to send too many).
 result<void> send_message(int socket, std::span<const std::byte> data, std::span<const int> fds,
+                          int flags = 0);
+// The same with the data gathered from several buffers (e.g. guest memory).
+result<void> send_message(int socket, std::span<const iovec> data, std::span<const int> fds,
                           int flags = 0);
 
 struct received_message {

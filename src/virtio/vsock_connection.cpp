@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstring>
 
+#include "sys/fd_passing.hpp"
 #include "virtio/guest_memory_guard.hpp"
 
 namespace hvsock::virtio {
@@ -41,33 +42,18 @@ int eor_marker() {
 
 // One message to a SOCK_SEQPACKET fd, all or nothing: 1 sent, 0 on EAGAIN,
 // -errno. `eor`: with the shim's MSG_EOR mark.
-int send_message(int fd, iovec* iov, std::size_t count, bool eor) {
-  msghdr msg{};
-  msg.msg_iov = iov;
-  msg.msg_iovlen = count;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  if (eor && eor_marker() >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    const int marker = eor_marker();
-    std::memcpy(CMSG_DATA(c), &marker, sizeof marker);
-  }
-  for (;;) {
-    if (::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) return 1;
-    if (errno == ETOOMANYREFS && msg.msg_control != nullptr) {
-      // Too many fds in flight for hvsockd's user: the message goes, its mark does not.
-      msg.msg_control = nullptr;
-      msg.msg_controllen = 0;
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    return -errno;
-  }
+int send_message(int fd, std::span<const iovec> message, bool eor) {
+  const int marker = eor ? eor_marker() : -1;
+  auto sent = detail::send_message(
+      fd, message, marker >= 0 ? std::span(&marker, 1) : std::span<const int>(), MSG_DONTWAIT);
+  // Too many fds in flight for hvsockd's user: the message goes, its mark does not.
+  if (!sent && marker >= 0 &&
+      sent.error().code() == std::error_code(ETOOMANYREFS, std::system_category()))
+    sent = detail::send_message(fd, message, std::span<const int>(), MSG_DONTWAIT);
+  if (sent) return 1;
+  if (sent.error().code() == make_error_code(errc::would_block)) return 0;
+  const auto& code = sent.error().code();
+  return code.category() == std::system_category() ? -code.value() : -EIO;
 }
 
 // recvmsg on the host fd with room for the SO_PASSCRED credentials only:
@@ -314,7 +300,7 @@ vsock_connection::verdict vsock_connection::on_message_fragment(const parsed_pac
     iov.reserve(packet.payload.size());
     for (const auto& s : packet.payload)
       iov.push_back({const_cast<std::byte*>(s.data()), s.size()});
-    const int sent = send_message(fd_.get(), iov.data(), iov.size(), eor);
+    const int sent = send_message(fd_.get(), iov, eor);
     if (sent == -EFAULT) note_guest_memory_fault();  // the guest's pages went away
     if (sent < 0) return verdict::reset;
     if (sent == 1) {
@@ -339,7 +325,7 @@ bool vsock_connection::flush() {
     while (!messages_.empty()) {
       const gathered m = messages_.front();
       iovec iov{pending_.data() + pending_head_, m.size};
-      const int sent = send_message(fd_.get(), &iov, 1, m.eor);
+      const int sent = send_message(fd_.get(), std::span(&iov, 1), m.eor);
       if (sent < 0) return false;
       if (sent == 0) return true;
       pending_head_ += m.size;

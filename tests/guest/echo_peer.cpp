@@ -42,6 +42,7 @@
 #include <hvsock/hvsock.hpp>
 
 #include "echo_pattern.h"
+#include "peer_args.hpp"
 
 namespace {
 
@@ -59,25 +60,9 @@ int usage() {
   return exit_usage;
 }
 
-std::optional<std::uint64_t> number(std::string_view text) {
-  std::uint64_t v = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return v;
-}
-
-std::optional<hvsock::service_id> parse_service(std::string_view text) {
-  if (auto port = number(text); port && *port <= 0xffffffffu)
-    return hvsock::service_id_from_port(static_cast<std::uint32_t>(*port));
-  if (auto g = hvsock::guid::parse(text)) return *g;
-  return std::nullopt;
-}
-
-std::optional<hvsock::vm_id> parse_vm(std::string_view text) {
-  if (auto word = hvsock::vm_id_from_word(text)) return word;
-  if (auto g = hvsock::guid::parse(text)) return *g;
-  return std::nullopt;
-}
+using peer_args::number;
+using peer_args::parse_service;
+using peer_args::parse_vm;
 
 // Reads until EOF and writes every byte back, then half-closes.
 void echo_one(hvsock::stream s, int index, std::atomic<int>& failures) {
